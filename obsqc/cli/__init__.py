@@ -1,0 +1,38 @@
+"""The ``obsqc`` command line. Each sub-command lives in its own module of this package.
+
+Modules are imported lazily inside the commands so that ``obsqc --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from obsqc.cli import rank as _rank
+from obsqc.cli import simulate as _simulate
+
+app = typer.Typer(
+    name="obsqc",
+    help="Real-time quality control for observatory exposures (the Entropy Method and friends).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _module in (_simulate, _rank):
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
