@@ -33,8 +33,11 @@ N_TERMS = 6
 
 _MAD_TO_SIGMA = 1.482602218505602
 
+SIGMA_FLOOR_REL = 4 * float(np.finfo(np.float32).eps)
+"""The smallest noise sigma reported, relative to the background level plus one, dimensionless."""
 
-@njit(cache=True, inline="always")
+
+@njit(cache=True, nogil=True, inline="always")
 def _norm_coord(i, n):
     """Map a pixel index 0..n-1 to [-1, 1]: ``2 i / (n - 1) - 1`` (0 when n == 1)."""
     if n <= 1:
@@ -42,7 +45,7 @@ def _norm_coord(i, n):
     return 2.0 * i / (n - 1) - 1.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _poly_eval(coeffs, x, y, nx, ny):
     """B(x, y) of the module docstring at column x, row y of an (ny, nx) image."""
     u = _norm_coord(x, nx)
@@ -50,14 +53,14 @@ def _poly_eval(coeffs, x, y, nx, ny):
     return coeffs[0] + coeffs[1] * u + coeffs[2] * v + coeffs[3] * u * u + coeffs[4] * u * v + coeffs[5] * v * v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _row_coefficients(coeffs, y, ny):
     """Collapse B to a quadratic in u for one row: returns (a, b, c) with B = a + b u + c u^2."""
     v = _norm_coord(y, ny)
     return coeffs[0] + coeffs[2] * v + coeffs[5] * v * v, coeffs[1] + coeffs[4] * v, coeffs[3]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _draw_samples(image, bad_mask, use_mask, saturate, n_samples, max_tries, seed):
     """Draw up to n_samples random pixels that are finite, unmasked and below saturate.
 
@@ -156,29 +159,49 @@ def fit_background(
             f"only {k} usable background pixels found in a {image.shape[0]}x{image.shape[1]} image; "
             "it is mostly masked, saturated or non-finite"
         )
-    xs, ys, vals = xs[:k].astype(float), ys[:k].astype(float), vals[:k]
+    return fit_background_points(
+        xs[:k].astype(float), ys[:k].astype(float), vals[:k], image.shape,
+        trim_fraction=trim_fraction, clip_sigma=clip_sigma,
+    )
 
-    # Paper: discard the brightest and the darkest trim_fraction of the points.
-    order = np.argsort(vals, kind="stable")
+
+def fit_background_points(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    values: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    trim_fraction: float = config.BACKGROUND_TRIM_FRACTION,
+    clip_sigma: float = config.BACKGROUND_CLIP_SIGMA,
+) -> BackgroundModel:
+    """The fit of :func:`fit_background` on given sample points (columns ``xs``, rows ``ys``).
+
+    Trim the brightest and faintest ``trim_fraction`` (paper), fit, take the robust sigma over all
+    points, drop points beyond ``clip_sigma`` of the fit (they lie on sources) and refit.
+    """
+    k = len(values)
+    if k < 2 * N_TERMS:
+        raise ValueError(f"{k} sample points are too few for a {N_TERMS}-term background fit")
+    order = np.argsort(values, kind="stable")
     n_trim = int(trim_fraction * k)
     keep = order[n_trim : k - n_trim] if k - 2 * n_trim >= 2 * N_TERMS else order
-    coeffs, _ = _lstsq(xs[keep], ys[keep], vals[keep], image.shape)
+    design = _design_matrix(xs, ys, shape)
+    coeffs = _lstsq(design[keep], values[keep])
     # The robust sigma is taken over *all* sample points: the MAD shrugs off the ~10% on sources,
     # whereas the trimmed set alone would under-estimate the noise.
-    full_resid = vals - _design_matrix(xs, ys, image.shape) @ coeffs
-    sigma = _robust_sigma(full_resid)
-
-    # Decided here: points more than clip_sigma from the first fit lie on sources; refit without them.
+    sigma = _robust_sigma(values - design @ coeffs)
     if sigma > 0:
-        inliers = np.abs(full_resid) <= clip_sigma * sigma
+        inliers = np.abs(values - design @ coeffs) <= clip_sigma * sigma
         if inliers.sum() >= 2 * N_TERMS:
             keep = np.flatnonzero(inliers)
-            coeffs, _ = _lstsq(xs[keep], ys[keep], vals[keep], image.shape)
-            sigma = _robust_sigma(vals - _design_matrix(xs, ys, image.shape) @ coeffs)
-    return BackgroundModel(coeffs=coeffs, sigma=float(sigma), shape=image.shape, n_used=int(len(keep)))
+            coeffs = _lstsq(design[keep], values[keep])
+            sigma = _robust_sigma(values - design @ coeffs)
+    # A float32 image cannot resolve less than its rounding step: never report a smaller noise, so a
+    # constant image does not turn rounding residue into 4-sigma "sources".
+    sigma = max(float(sigma), SIGMA_FLOOR_REL * (abs(float(coeffs[0])) + 1.0))
+    return BackgroundModel(coeffs=coeffs, sigma=sigma, shape=tuple(shape), n_used=int(len(keep)))
 
 
-def _lstsq(x, y, vals, shape):
-    design = _design_matrix(x, y, shape)
-    coeffs, *_ = np.linalg.lstsq(design, vals, rcond=None)
-    return coeffs, vals - design @ coeffs
+def _lstsq(design: np.ndarray, values: np.ndarray) -> np.ndarray:
+    coeffs, *_ = np.linalg.lstsq(design, values, rcond=None)
+    return coeffs

@@ -37,7 +37,7 @@ OUTSIDE = -np.inf
 """Stamp value that marks a pixel outside the image (as opposed to NaN: masked or invalid)."""
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _connected_moments(stamp, cy, cx, threshold, queue, seen):
     """Flood-fill the 8-connected region above ``threshold`` around (cy, cx) and sum its moments.
 
@@ -110,7 +110,7 @@ def _connected_moments(stamp, cy, cx, threshold, queue, seen):
     return n, s0, xc, yc, q_xx, q_yy, q_xy, outside, invalid, border
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _shape_from_moments(q_xx, q_yy, q_xy):
     """(e1, e2, theta_rad) of eq. (2), (3) and the orientation 0.5 atan2(e2, e1); NaN when Q20 + Q02 <= 0."""
     tr = q_xx + q_yy

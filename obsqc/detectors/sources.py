@@ -67,7 +67,7 @@ units above background; q_* central second moments (px^2); theta_rad in (-pi/2, 
 _N_OUT = 15
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _candidates(image, coeffs, bad, use_mask, threshold):
     """Pass 1: pixels more than ``threshold`` above background that are 3x3 local maxima.
 
@@ -123,13 +123,13 @@ def _candidates(image, coeffs, bad, use_mask, threshold):
     return ys[:k], xs[:k], rs[:k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _is_window_max(image, coeffs, bad, use_mask, y0, x0, r0, half):
     """Criterion 2: no pixel within ``half`` px beats (y0, x0) (greater, or equal and earlier in raster order)."""
     ny, nx = image.shape
     for y in range(max(0, y0 - half), min(ny, y0 + half + 1)):
         for x in range(max(0, x0 - half), min(nx, x0 + half + 1)):
-            if use_mask and bad[y, x]:
+            if (use_mask and bad[y, x]) or (y == y0 and x == x0):
                 continue
             r = image[y, x] - _poly_eval(coeffs, x, y, nx, ny)
             if r > r0 or (r == r0 and (y < y0 or (y == y0 and x < x0))):
@@ -137,7 +137,7 @@ def _is_window_max(image, coeffs, bad, use_mask, y0, x0, r0, half):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_stamp(stamp, image, coeffs, bad, use_mask, saturate, y0, x0, half):
     """Background-subtracted stamp centred on (y0, x0): -inf outside the image, NaN where unusable."""
     ny, nx = image.shape
@@ -155,7 +155,7 @@ def _fill_stamp(stamp, image, coeffs, bad, use_mask, saturate, y0, x0, half):
                 stamp[sy, sx] = v - _poly_eval(coeffs, x, y, nx, ny)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _detect_sources(image, coeffs, sigma, bad, use_mask, saturate, detect_sigma, footprint_sigma,
                     min_pixels, half, frac, floor_sigma, sharp_ratio):
     """All of §3.1 on one CCD. Returns a float64 (n, _N_OUT) table in SOURCE_DTYPE field order."""
@@ -199,20 +199,7 @@ def _detect_sources(image, coeffs, sigma, bad, use_mask, saturate, detect_sigma,
         if suppressed or not _is_window_max(image, coeffs, bad, use_mask, y0, x0, r0, half):
             continue
         _fill_stamp(stamp, image, coeffs, bad, use_mask, saturate, y0, x0, half)
-        fp = _connected_moments(stamp, half, half, footprint_sigma * sigma, queue, seen)
-        n_fp = fp[0]
-        if n_fp <= min_pixels:
-            continue
-        threshold = max(frac * r0, floor_sigma * sigma)
-        mo = fp if threshold <= footprint_sigma * sigma else _connected_moments(stamp, half, half, threshold, queue, seen)
-        n_pix, flux, xc, yc, q_xx, q_yy, q_xy, outside, invalid, border = mo
-        flags = 0
-        if outside:
-            flags |= FLAG_EDGE
-        if invalid:
-            flags |= FLAG_BAD_PIXELS
-        if border:
-            flags |= FLAG_TRUNCATED
+        stamp[half, half] = r0  # a saturated peak still seeds its isophote
         raw = image[y0, x0]
         n_equal = 0
         weakest = np.inf
@@ -230,7 +217,22 @@ def _detect_sources(image, coeffs, sigma, bad, use_mask, saturate, detect_sigma,
                         v = -np.inf
                     if v < weakest:
                         weakest = v
-        if raw >= saturate or n_equal >= 2:
+        saturated = raw >= saturate or n_equal >= 2
+        fp = _connected_moments(stamp, half, half, footprint_sigma * sigma, queue, seen)
+        n_fp = fp[0]
+        if n_fp <= min_pixels and not saturated:  # saturated peaks are catalogued (flagged) regardless
+            continue
+        threshold = max(frac * r0, floor_sigma * sigma)
+        mo = fp if threshold <= footprint_sigma * sigma else _connected_moments(stamp, half, half, threshold, queue, seen)
+        n_pix, flux, xc, yc, q_xx, q_yy, q_xy, outside, invalid, border = mo
+        flags = 0
+        if outside:
+            flags |= FLAG_EDGE
+        if invalid:
+            flags |= FLAG_BAD_PIXELS
+        if border:
+            flags |= FLAG_TRUNCATED
+        if saturated:
             flags |= FLAG_SATURATED
         elif weakest < sharp_ratio * r0:
             flags |= FLAG_SHARP
