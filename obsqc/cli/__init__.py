@@ -9,6 +9,7 @@ import logging
 
 import typer
 
+from obsqc.cli import demo as _demo
 from obsqc.cli import rank as _rank
 from obsqc.cli import simulate as _simulate
 
@@ -29,7 +30,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DE
     )
 
 
-for _module in (_simulate, _rank):
+for _module in (_simulate, _rank, _demo):
     _module.register(app)
 
 
