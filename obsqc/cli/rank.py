@@ -19,7 +19,7 @@ class Format(str, Enum):
 
 CSV_FIELDS = (
     "rank", "exposure_id", "source_kl", "background_kl", "n_sources", "source_sigma", "background_sigma",
-    "source_kl_corrected", "background_kl_corrected", "flags", "worst_ccds", "instrument", "band", "n_ccds", "file",
+    "profile_kl", "profile_sigma", "source_kl_corrected", "background_kl_corrected", "anomaly_sigma", "flags", "worst_ccds", "instrument", "band", "n_ccds", "file",
 )
 SOURCE_FIELDS = ("ccd", "x", "y", "flux", "q_xx", "q_yy", "q_xy", "e1", "e2", "theta_deg", "peak", "n_pix", "flags")
 
@@ -87,8 +87,8 @@ def _print_table(rows: list[dict], console) -> None:
 
     table = Table(title="exposures ranked by anomaly significance")
     for col, just in (("rank", "right"), ("exposure", "left"), ("sources", "right"), ("source KL", "right"),
-                      ("source σ", "right"), ("bkg KL", "right"), ("bkg σ", "right"), ("flags", "left"),
-                      ("worst CCDs (bkg σ)", "left")):
+                      ("source σ", "right"), ("profile σ", "right"), ("bkg KL", "right"), ("bkg σ", "right"), ("flags", "left"),
+                      ("worst CCDs", "left")):
         table.add_column(col, justify=just)
 
     def fmt(v, spec):
@@ -96,10 +96,10 @@ def _print_table(rows: list[dict], console) -> None:
 
     for r in rows:
         style = "bold red" if r["flags"] else None
-        worst = ", ".join(f"{c['ccd']} ({fmt(c['background_sigma'], '.1f')})" for c in r["worst_ccds"])
+        worst = ", ".join(f"{c['ccd']} {fmt(c['background_sigma'], '.0f')}σ" for c in r["worst_ccds"][:2])
         table.add_row(
-            str(r["rank"]), r["exposure_id"], str(r["n_sources"]), fmt(r["source_kl"], ".4f"), fmt(r["source_sigma"], ".1f"),
-            fmt(r["background_kl"], ".4f"), fmt(r["background_sigma"], ".1f"), ", ".join(r["flags"]) or "ok", worst,
+            str(r["rank"]), r["exposure_id"], str(r["n_sources"]), fmt(r["source_kl"], ".4f"), fmt(r["source_sigma"], ".1f"), fmt(r["profile_sigma"], ".1f"),
+            fmt(r["background_kl"], ".4f"), fmt(r["background_sigma"], ".1f"), "\n".join(r["flags"]) or "ok", worst,
             style=style,
         )
     console.print(table)

@@ -18,6 +18,7 @@ from obsqc.detectors.config import DetectorParams
 from obsqc.detectors.divergence import angle_histogram
 from obsqc.detectors.gradients import gradient_angles
 from obsqc.detectors.sources import find_sources, usable
+from obsqc.detectors.structure import offset_histogram, peak_offsets
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class CCDStats:
 
     ``sources`` is the full catalogue (``sources.SOURCE_DTYPE``, flagged ones included);
     ``source_counts`` the orientation histogram of the usable sources over (-pi/2, pi/2];
+    ``profile_counts`` their peak-offset histogram (:mod:`obsqc.detectors.structure`);
     ``gradient_counts`` the gradient-angle histogram; ``timings_s`` seconds per step.
     """
 
@@ -34,6 +36,7 @@ class CCDStats:
     background: BackgroundModel
     sources: np.ndarray
     source_counts: np.ndarray
+    profile_counts: np.ndarray
     gradient_counts: np.ndarray
     n_gradient_points: int
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -84,6 +87,7 @@ def measure_ccd(
         background=background,
         sources=sources,
         source_counts=angle_histogram(good["theta_rad"], params.source_bins),
+        profile_counts=offset_histogram(peak_offsets(good), params.profile_bins, params.profile_max_offset),
         gradient_counts=angle_histogram(gradients.theta_rad, params.background_bins),
         n_gradient_points=int(len(gradients.theta_rad)),
         timings_s={"background": t1 - t0, "sources": t2 - t1, "gradients": t3 - t2},

@@ -74,6 +74,13 @@ SOURCE_BINS: int = 16
 BACKGROUND_BINS: int = 32
 """Bins of the gradient-angle histogram over (-pi/2, pi/2], count."""
 
+PROFILE_BINS: int = 10
+"""Bins of the peak-offset histogram (:mod:`obsqc.detectors.structure`), count."""
+
+PROFILE_MAX_OFFSET: float = 1.0
+"""Upper edge of the peak-offset histogram, in units of the source's rms radius; larger values
+fall in the last bin, dimensionless."""
+
 HISTOGRAM_PSEUDOCOUNT: float = 0.5
 """Pseudo-count added to every histogram bin so that no KL term is infinite, counts."""
 
@@ -103,4 +110,6 @@ class DetectorParams:
     gradient_max_tries: int = GRADIENT_MAX_TRIES
     source_bins: int = SOURCE_BINS
     background_bins: int = BACKGROUND_BINS
+    profile_bins: int = PROFILE_BINS
+    profile_max_offset: float = PROFILE_MAX_OFFSET
     histogram_pseudocount: float = HISTOGRAM_PSEUDOCOUNT

@@ -29,6 +29,7 @@ class ExposureStats:
     exposure_id: str
     ccds: tuple[CCDStats, ...]
     source_counts: np.ndarray
+    profile_counts: np.ndarray
     skipped_ccds: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -48,7 +49,7 @@ def combine_ccds(
     *,
     skipped: tuple[tuple[str, str], ...] = (),
 ) -> ExposureStats:
-    """Pool the source-orientation histograms of the CCDs of one exposure.
+    """Pool the source-orientation (and peak-offset) histograms of the CCDs of one exposure.
 
     Raises ``ValueError`` when ``ccds`` is empty or the CCDs disagree on the number of bins.
     """
@@ -59,4 +60,7 @@ def combine_ccds(
     if len(bins) != 1:
         raise ValueError(f"CCDs of exposure {exposure_id!r} use different histogram bins: {sorted(bins)}")
     pooled = np.sum([c.source_counts for c in ccds], axis=0).astype(np.int64)
-    return ExposureStats(exposure_id=exposure_id, ccds=ccds, source_counts=pooled, skipped_ccds=tuple(skipped))
+    profile = np.sum([c.profile_counts for c in ccds], axis=0).astype(np.int64)
+    return ExposureStats(
+        exposure_id=exposure_id, ccds=ccds, source_counts=pooled, profile_counts=profile, skipped_ccds=tuple(skipped)
+    )

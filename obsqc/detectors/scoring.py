@@ -28,24 +28,10 @@ import numpy as np
 from scipy import stats
 
 from obsqc.detectors.config import DetectorParams
-from obsqc.detectors.divergence import kl_bias, kl_divergence, mean_distribution, smoothed_distribution
+from obsqc.detectors.divergence import (
+    chi2_sigma, corrected_kl, g_statistic, kl_divergence, mean_distribution, smoothed_distribution,
+)
 from obsqc.detectors.exposure import ExposureStats
-
-SIGMA_RANGE = (-10.0, 40.0)
-"""Significances are clipped to this range, in sigma."""
-
-
-def chi2_sigma(g: float, dof: float) -> float:
-    """One-sided Gaussian-equivalent significance of ``g`` under chi-square(dof), in sigma."""
-    if not (np.isfinite(g) and dof > 0):
-        return float("nan")
-    log_p = float(stats.chi2.logsf(max(g, 0.0), dof))
-    if log_p > -700.0:
-        sigma = stats.norm.isf(np.exp(log_p))
-    else:  # beyond float range: invert the Gaussian tail -ln p = z^2/2 + ln z + ln sqrt(2 pi)
-        big_l = -log_p
-        sigma = np.sqrt(2.0 * big_l - np.log(2.0 * np.pi) - np.log(2.0 * big_l))
-    return float(np.clip(sigma, *SIGMA_RANGE))
 
 
 def _kappa(g: np.ndarray, n: np.ndarray, dof: int) -> float:
@@ -57,26 +43,52 @@ def _kappa(g: np.ndarray, n: np.ndarray, dof: int) -> float:
     return float(max(np.median(excess), 0.0))
 
 
+@dataclass(frozen=True, slots=True)
+class Indicator:
+    """One indicator of one exposure: raw KL (eq. 1), bias-corrected KL, significance, sample size."""
+
+    kl: float
+    kl_corrected: float
+    sigma: float
+    n: int
+
+
+def _indicator(counts: np.ndarray, ref_p: np.ndarray, kappa: float, pseudocount: float) -> tuple[Indicator, float]:
+    """Score one histogram against a reference; also returns its G / d(N) for summing over CCDs."""
+    n = int(counts.sum())
+    bins = len(ref_p)
+    if n == 0:
+        return Indicator(float("nan"), float("nan"), float("nan"), 0), float("nan")
+    kl = kl_divergence(smoothed_distribution(counts, pseudocount), ref_p)
+    g = g_statistic(kl, n, bins, pseudocount) / (1.0 + kappa * n)
+    return Indicator(kl, corrected_kl(kl, n, bins, pseudocount), chi2_sigma(g, bins - 1), n), g
+
+
 @dataclass(frozen=True)
 class Reference:
     """Reference distributions of one instrument and band (or of a set, in the paper's batch mode).
 
-    ``source_p`` and ``background_p`` are smoothed probability histograms over (-pi/2, pi/2];
-    ``source_kappa`` and ``background_kappa`` the over-dispersion slopes of d(N) = 1 + kappa N.
+    ``source_p``, ``profile_p`` and ``background_p`` are smoothed probability histograms (orientations
+    and gradient angles over (-pi/2, pi/2], peak offsets over [0, max]); the ``*_kappa`` are the
+    over-dispersion slopes of d(N) = 1 + kappa N of each indicator.
     """
 
     source_p: np.ndarray
+    profile_p: np.ndarray
     background_p: np.ndarray
     source_kappa: float = 0.0
+    profile_kappa: float = 0.0
     background_kappa: float = 0.0
     n_exposures: int = 0
     n_ccds: int = 0
 
+    _ARRAYS = ("source_p", "profile_p", "background_p")
+
     def to_json(self) -> str:
         """Serialise (arrays as lists)."""
         d = asdict(self)
-        d["source_p"] = self.source_p.tolist()
-        d["background_p"] = self.background_p.tolist()
+        for key in self._ARRAYS:
+            d[key] = getattr(self, key).tolist()
         return json.dumps(d, indent=1)
 
     @classmethod
@@ -84,56 +96,49 @@ class Reference:
         """Inverse of :meth:`to_json`; raises ``ValueError`` on a malformed document."""
         try:
             d = json.loads(text)
-            return cls(
-                source_p=np.asarray(d["source_p"], float), background_p=np.asarray(d["background_p"], float),
-                source_kappa=float(d.get("source_kappa", 0.0)), background_kappa=float(d.get("background_kappa", 0.0)),
-                n_exposures=int(d.get("n_exposures", 0)), n_ccds=int(d.get("n_ccds", 0)),
-            )
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            arrays = {k: np.asarray(d[k], float) for k in cls._ARRAYS}
+            scalars = {k: float(d.get(k, 0.0)) for k in ("source_kappa", "profile_kappa", "background_kappa")}
+            return cls(**arrays, **scalars, n_exposures=int(d.get("n_exposures", 0)), n_ccds=int(d.get("n_ccds", 0)))
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a reference file: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
 class CCDScore:
-    """Per-CCD numbers: background KL (raw and bias-corrected) and its significance; source count."""
+    """Per-CCD numbers: the background indicator of that CCD and its usable source count."""
 
     name: str
-    background_kl: float
-    background_kl_corrected: float
-    background_sigma: float
-    n_gradient_points: int
+    background: Indicator
     n_sources: int
 
 
 @dataclass(frozen=True, slots=True)
 class ExposureScore:
-    """The scores of one exposure: the paper's raw KL indicators, bias-corrected KL and sigmas."""
+    """The scores of one exposure.
+
+    ``source`` is the paper's orientation indicator (§3.1), ``background`` the gradient indicator
+    (§3.2: raw KL is the mean over CCDs; sigma from the G statistics summed over CCDs), ``profile``
+    the peak-offset indicator of :mod:`obsqc.detectors.structure`.
+    """
 
     exposure_id: str
-    n_sources: int
     n_ccds: int
-    source_kl: float
-    source_kl_corrected: float
-    source_sigma: float
-    background_kl: float
-    background_kl_corrected: float
-    background_sigma: float
+    source: Indicator
+    profile: Indicator
+    background: Indicator
     ccds: tuple[CCDScore, ...]
+
+    @property
+    def n_sources(self) -> int:
+        return self.source.n
 
     def worst_ccds(self, k: int = 3) -> list[CCDScore]:
         """The k CCDs with the highest background significance."""
-        return sorted(self.ccds, key=lambda c: -np.nan_to_num(c.background_sigma, nan=-np.inf))[:k]
+        return sorted(self.ccds, key=lambda c: -np.nan_to_num(c.background.sigma, nan=-np.inf))[:k]
 
 
-def _source_g(stats_: ExposureStats, reference: Reference, pseudocount: float) -> tuple[float, float]:
-    kl = kl_divergence(smoothed_distribution(stats_.source_counts, pseudocount), reference.source_p)
-    return kl, 2.0 * stats_.n_sources * kl
-
-
-def build_reference(
-    exposures: list[ExposureStats], params: DetectorParams = DetectorParams()
-) -> Reference:
-    """The paper's reference: the mean smoothed distribution of a set (eq. 1, P-bar), plus kappa.
+def build_reference(exposures: list[ExposureStats], params: DetectorParams = DetectorParams()) -> Reference:
+    """The paper's reference: the mean smoothed distribution of a set (eq. 1, P-bar), plus the kappas.
 
     kappa is estimated against that reference from the same set; with a majority of normal exposures
     the median is unmoved by the anomalous ones. Raises ``ValueError`` on an empty set.
@@ -141,59 +146,40 @@ def build_reference(
     if not exposures:
         raise ValueError("a reference needs at least one exposure")
     a = params.histogram_pseudocount
-    source_p = mean_distribution(np.stack([e.source_counts for e in exposures]), a)
-    grad_rows = np.concatenate([e.gradient_counts for e in exposures])
-    background_p = mean_distribution(grad_rows, a)
-    ref = Reference(source_p, background_p, n_exposures=len(exposures), n_ccds=len(grad_rows))
-    g_src = np.array([_source_g(e, ref, a)[1] for e in exposures])
-    n_src = np.array([e.n_sources for e in exposures], float)
-    n_grad = grad_rows.sum(axis=1).astype(float)
-    g_bg = np.array([2.0 * n * kl_divergence(smoothed_distribution(r, a), background_p) for r, n in zip(grad_rows, n_grad)])
+    src = np.stack([e.source_counts for e in exposures])
+    prof = np.stack([e.profile_counts for e in exposures])
+    grad = np.concatenate([e.gradient_counts for e in exposures])
+    ref = Reference(mean_distribution(src, a), mean_distribution(prof, a), mean_distribution(grad, a))
+
+    def kappa(rows: np.ndarray, ref_p: np.ndarray) -> float:
+        g = np.array([_indicator(r, ref_p, 0.0, a)[1] for r in rows])
+        return _kappa(g, rows.sum(axis=1).astype(float), len(ref_p) - 1)
+
     return Reference(
-        source_p, background_p,
-        source_kappa=_kappa(g_src, n_src, params.source_bins - 1),
-        background_kappa=_kappa(g_bg, n_grad, params.background_bins - 1),
-        n_exposures=len(exposures), n_ccds=len(grad_rows),
+        ref.source_p, ref.profile_p, ref.background_p,
+        source_kappa=kappa(src, ref.source_p), profile_kappa=kappa(prof, ref.profile_p),
+        background_kappa=kappa(grad, ref.background_p), n_exposures=len(exposures), n_ccds=len(grad),
     )
 
 
-def score_exposure(
-    stats_: ExposureStats, reference: Reference, params: DetectorParams = DetectorParams()
-) -> ExposureScore:
+def score_exposure(stats_: ExposureStats, reference: Reference, params: DetectorParams = DetectorParams()) -> ExposureScore:
     """Score one exposure against a reference: raw KL, bias-corrected KL, and sigma per indicator."""
     a = params.histogram_pseudocount
-    n_src = stats_.n_sources
-    src_bins = len(reference.source_p)
-    bg_bins = len(reference.background_p)
-    if n_src > 0:
-        src_kl, g_src = _source_g(stats_, reference, a)
-        src_sigma = chi2_sigma(g_src / (1.0 + reference.source_kappa * n_src), src_bins - 1)
-        src_corr = src_kl - kl_bias(src_bins, n_src)
-    else:
-        src_kl = src_corr = src_sigma = float("nan")
-    ccd_scores = []
-    g_sum = 0.0
-    dof_sum = 0
+    source, _ = _indicator(stats_.source_counts, reference.source_p, reference.source_kappa, a)
+    profile, _ = _indicator(stats_.profile_counts, reference.profile_p, reference.profile_kappa, a)
+    ccd_scores, g_sum, dof_sum = [], 0.0, 0
     for ccd in stats_.ccds:
-        n = int(ccd.gradient_counts.sum())
-        if n == 0:
-            ccd_scores.append(CCDScore(ccd.name, np.nan, np.nan, np.nan, 0, ccd.n_sources))
-            continue
-        kl = kl_divergence(smoothed_distribution(ccd.gradient_counts, a), reference.background_p)
-        g = 2.0 * n * kl / (1.0 + reference.background_kappa * n)
-        g_sum += g
-        dof_sum += bg_bins - 1
-        ccd_scores.append(CCDScore(ccd.name, kl, kl - kl_bias(bg_bins, n), chi2_sigma(g, bg_bins - 1), n, ccd.n_sources))
-    measured = [c for c in ccd_scores if c.n_gradient_points > 0]
-    return ExposureScore(
-        exposure_id=stats_.exposure_id,
-        n_sources=n_src,
-        n_ccds=len(stats_.ccds),
-        source_kl=float(src_kl),
-        source_kl_corrected=float(src_corr),
-        source_sigma=float(src_sigma),
-        background_kl=float(np.mean([c.background_kl for c in measured])) if measured else float("nan"),
-        background_kl_corrected=float(np.mean([c.background_kl_corrected for c in measured])) if measured else float("nan"),
-        background_sigma=chi2_sigma(g_sum, dof_sum) if dof_sum else float("nan"),
-        ccds=tuple(ccd_scores),
-    )
+        ind, g = _indicator(ccd.gradient_counts, reference.background_p, reference.background_kappa, a)
+        ccd_scores.append(CCDScore(ccd.name, ind, ccd.n_sources))
+        if ind.n:
+            g_sum += g
+            dof_sum += len(reference.background_p) - 1
+    measured = [c.background for c in ccd_scores if c.background.n]
+    if measured:
+        background = Indicator(
+            float(np.mean([m.kl for m in measured])), float(np.mean([m.kl_corrected for m in measured])),
+            chi2_sigma(g_sum, dof_sum), int(sum(m.n for m in measured)),
+        )
+    else:
+        background = Indicator(float("nan"), float("nan"), float("nan"), 0)
+    return ExposureScore(stats_.exposure_id, len(stats_.ccds), source, profile, background, tuple(ccd_scores))

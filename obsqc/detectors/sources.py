@@ -127,11 +127,14 @@ def _candidates(image, coeffs, bad, use_mask, threshold):
 def _is_window_max(image, coeffs, bad, use_mask, y0, x0, r0, half):
     """Criterion 2: no pixel within ``half`` px beats (y0, x0) (greater, or equal and earlier in raster order)."""
     ny, nx = image.shape
+    du = 2.0 / (nx - 1) if nx > 1 else 0.0
     for y in range(max(0, y0 - half), min(ny, y0 + half + 1)):
+        a, b, c = _row_coefficients(coeffs, y, ny)
         for x in range(max(0, x0 - half), min(nx, x0 + half + 1)):
             if (use_mask and bad[y, x]) or (y == y0 and x == x0):
                 continue
-            r = image[y, x] - _poly_eval(coeffs, x, y, nx, ny)
+            u = x * du - 1.0 if nx > 1 else 0.0
+            r = image[y, x] - (a + u * (b + c * u))
             if r > r0 or (r == r0 and (y < y0 or (y == y0 and x < x0))):
                 return False
     return True
@@ -141,8 +144,10 @@ def _is_window_max(image, coeffs, bad, use_mask, y0, x0, r0, half):
 def _fill_stamp(stamp, image, coeffs, bad, use_mask, saturate, y0, x0, half):
     """Background-subtracted stamp centred on (y0, x0): -inf outside the image, NaN where unusable."""
     ny, nx = image.shape
+    du = 2.0 / (nx - 1) if nx > 1 else 0.0
     for sy in range(2 * half + 1):
         y = y0 - half + sy
+        a, b, c = _row_coefficients(coeffs, min(max(y, 0), ny - 1), ny)
         for sx in range(2 * half + 1):
             x = x0 - half + sx
             if y < 0 or y >= ny or x < 0 or x >= nx:
@@ -152,7 +157,8 @@ def _fill_stamp(stamp, image, coeffs, bad, use_mask, saturate, y0, x0, half):
             if not np.isfinite(v) or v >= saturate or (use_mask and bad[y, x]):
                 stamp[sy, sx] = np.nan
             else:
-                stamp[sy, sx] = v - _poly_eval(coeffs, x, y, nx, ny)
+                u = x * du - 1.0 if nx > 1 else 0.0
+                stamp[sy, sx] = v - (a + u * (b + c * u))
 
 
 @njit(cache=True, nogil=True)

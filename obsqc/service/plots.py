@@ -44,7 +44,7 @@ def _histogram_panel(ax, counts: np.ndarray, ref_p: np.ndarray, title: str, pseu
 
 
 def _focal_plane(ax, record: RankRecord) -> None:
-    scores = {c.name: c.background_sigma for c in record.score.ccds}
+    scores = {c.name: c.background.sigma for c in record.score.ccds}
     detsec = record.measured.detsec
     names = [c.name for c in record.measured.stats.ccds]
     if names and all(n in detsec for n in names):
@@ -78,13 +78,13 @@ def plot_exposure(record: RankRecord, reference: Reference, out_dir: Path, *, ps
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     _histogram_panel(
         axes[0, 0], record.measured.stats.source_counts, reference.source_p,
-        f"source orientation: KL={s.source_kl:.4f}, {s.source_sigma:.1f} sigma", pseudocount,
+        f"source orientation: KL={s.source.kl:.4f}, {s.source.sigma:.1f} sigma", pseudocount,
     )
     by_name = {c.name: c for c in record.measured.stats.ccds}
     for ax, ccd_score in zip((axes[0, 1], axes[1, 0]), worst):
         _histogram_panel(
             ax, by_name[ccd_score.name].gradient_counts, reference.background_p,
-            f"gradients, CCD {ccd_score.name}: KL={ccd_score.background_kl:.4f}, {ccd_score.background_sigma:.1f} sigma",
+            f"gradients, CCD {ccd_score.name}: KL={ccd_score.background.kl:.4f}, {ccd_score.background.sigma:.1f} sigma",
             pseudocount,
         )
     for ax in (axes[0, 1], axes[1, 0])[len(worst):]:

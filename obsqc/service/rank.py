@@ -45,8 +45,9 @@ class RankRecord:
 
     @property
     def anomaly_sigma(self) -> float:
-        """The larger of the two significances: what the ranking sorts on."""
-        vals = [v for v in (self.score.source_sigma, self.score.background_sigma) if not math.isnan(v)]
+        """The largest of the indicators' significances: what the ranking sorts on."""
+        s = self.score
+        vals = [v for v in (s.source.sigma, s.profile.sigma, s.background.sigma) if not math.isnan(v)]
         return max(vals) if vals else float("nan")
 
     def to_dict(self, n_worst: int = 3) -> dict:
@@ -54,26 +55,35 @@ class RankRecord:
         s, h = self.score, self.measured.header
         return {
             "exposure_id": s.exposure_id,
-            "source_kl": _num(s.source_kl),
-            "background_kl": _num(s.background_kl),
+            "source_kl": _num(s.source.kl),
+            "background_kl": _num(s.background.kl),
             "n_sources": s.n_sources,
             "rank": self.rank,
-            "source_sigma": _num(s.source_sigma),
-            "background_sigma": _num(s.background_sigma),
-            "source_kl_corrected": _num(s.source_kl_corrected),
-            "background_kl_corrected": _num(s.background_kl_corrected),
+            "anomaly_sigma": _num(self.anomaly_sigma),
+            "source_sigma": _num(s.source.sigma),
+            "background_sigma": _num(s.background.sigma),
+            "profile_kl": _num(s.profile.kl),
+            "profile_sigma": _num(s.profile.sigma),
+            "source_kl_corrected": _num(s.source.kl_corrected),
+            "background_kl_corrected": _num(s.background.kl_corrected),
             "flags": self.flags,
             "instrument": h.instrument,
             "band": h.band,
             "n_ccds": s.n_ccds,
             "worst_ccds": [
-                {"ccd": c.name, "background_kl": _num(c.background_kl), "background_sigma": _num(c.background_sigma)}
+                {"ccd": c.name, "background_kl": _num(c.background.kl), "background_sigma": _num(c.background.sigma)}
                 for c in s.worst_ccds(n_worst)
             ],
             "skipped_ccds": [{"ccd": n, "reason": r} for n, r in self.measured.stats.skipped_ccds],
             "file": self.file,
             "wall_s": round(self.measured.wall_s, 4),
         }
+
+
+def flags_for(score: ExposureScore, flag_sigma: float) -> list[str]:
+    """The names of the indicators above ``flag_sigma``."""
+    named = (("source_orientation", score.source), ("source_profile", score.profile), ("background_gradient", score.background))
+    return [name for name, ind in named if ind.sigma > flag_sigma]
 
 
 def _num(x: float, digits: int = 6):
@@ -121,10 +131,7 @@ def rank_files(
     for path, m in measured:
         score = score_exposure(m.stats, reference, params)
         rec = RankRecord(file=path, measured=m, score=score)
-        if score.source_sigma > flag_sigma:
-            rec.flags.append("source_orientation")
-        if score.background_sigma > flag_sigma:
-            rec.flags.append("background_gradient")
+        rec.flags = flags_for(score, flag_sigma)
         records.append(rec)
     records.sort(key=lambda r: -r.anomaly_sigma if not math.isnan(r.anomaly_sigma) else math.inf)
     for i, rec in enumerate(records, start=1):
