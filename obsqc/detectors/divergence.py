@@ -44,13 +44,13 @@ _ROUNDING_RAD = 1e-6
 """Angles at most this far above +pi/2 count as +pi/2 (float32 pi/2 rounds up by 4e-8), radians."""
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _bin_edge(k, bins):
     """Lower edge of bin k (upper edge of bin k - 1): -pi/2 + pi k / bins, radians."""
     return -0.5 * np.pi + np.pi * k / bins
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _angle_histograms(theta, bins):
     """Counts of each row of ``theta`` (radians) in ``bins`` equal axial bins over (-pi/2, pi/2].
 

@@ -41,7 +41,7 @@ _BAND_ROWS = 32
 """Candidates are visited in bands of this many rows (then by column) to reuse cache lines, pixels."""
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _fold_axial(theta):
     """Fold an angle in [-pi, pi] into (-pi/2, pi/2] (axial: theta and theta +- pi are one direction)."""
     if theta > _HALF_PI:
@@ -51,7 +51,7 @@ def _fold_axial(theta):
     return theta
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _box_mean_valid(a, box, rowsum, out):
     """``out[r, c] = mean(a[r:r+box, c:c+box])`` for every window inside ``a`` (valid mode).
 
@@ -76,7 +76,7 @@ def _box_mean_valid(a, box, rowsum, out):
             out[r, c] *= inv_area
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _stencil_gradient(s, cy, cx, half):
     """Eq. (6)-(7) on ``s[row, col]`` at column ``cx``, row ``cy``; returns (D_x, D_y)."""
     d_x = 0.0
@@ -94,7 +94,7 @@ def _stencil_gradient(s, cy, cx, half):
     return 0.5 * d_x, 0.5 * d_y
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _background_tables(coeffs, ny, nx):
     """B(x, y) in separable pieces: ``B = row_a[y] + col_u[x] * row_b[y] + col_q[x]``.
 
@@ -116,7 +116,7 @@ def _background_tables(coeffs, ny, nx):
     return row_a, row_b, col_u, col_q
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _patch_gradient(
     image, row_a, row_b, col_u, col_q, saturate, threshold, x0, y0, count, slope, acc_x, acc_y, res_top, res_bot
 ):
@@ -169,7 +169,7 @@ def _patch_gradient(
     return True, d_x, d_y
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _patch_masked(bad_mask, x0, y0, side):
     """True when any pixel of the patch whose top-left pixel is (x0, y0) is masked."""
     for r in range(side):
@@ -182,7 +182,7 @@ def _patch_masked(bad_mask, x0, y0, side):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gradient_batch(image, bad_mask, use_mask, tables, saturate, threshold, cand_x, cand_y, lo, count, slope):
     """Gradient angle at every candidate point (x = column, y = row); rejects flagged in ``ok``.
 

@@ -469,6 +469,7 @@ def test_unreadable_permissions(tmp_path):
         (gzip.compress(b"SIMPLE  =                    T" + b" " * 5000), "gunzip"),
         (b"XTENSION= 'IMAGE   '".ljust(2880), "extension header"),
     ],
+    ids=["empty", "text", "random-bytes", "gzipped", "extension-first"],  # stable ids for pytest-xdist
 )
 def test_not_fits(tmp_path, content, words):
     path = tmp_path / "x.fits"
