@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from obsqc.detectors.background import BackgroundModel, fit_background
+from obsqc.detectors.binning import clipped_block_means
 from obsqc.detectors.config import DetectorParams
 from obsqc.detectors.divergence import angle_histogram
-from obsqc.detectors.gradients import gradient_angles
+from obsqc.detectors.gradients import gradient_angles, patch_side
 from obsqc.detectors.sources import find_sources, usable
 from obsqc.detectors.structure import offset_histogram, peak_offsets
 
@@ -28,7 +29,8 @@ class CCDStats:
     ``sources`` is the full catalogue (``sources.SOURCE_DTYPE``, flagged ones included);
     ``source_counts`` the orientation histogram of the usable sources over (-pi/2, pi/2];
     ``profile_counts`` their peak-offset histogram (:mod:`obsqc.detectors.structure`);
-    ``gradient_counts`` the gradient-angle histogram; ``timings_s`` seconds per step.
+    ``gradient_counts`` the gradient-angle histogram (§3.2); ``coarse_counts`` the same on the binned
+    residual (:mod:`obsqc.detectors.binning`), empty when the CCD is too small; ``timings_s`` seconds per step.
     """
 
     name: str
@@ -38,6 +40,7 @@ class CCDStats:
     source_counts: np.ndarray
     profile_counts: np.ndarray
     gradient_counts: np.ndarray
+    coarse_counts: np.ndarray
     n_gradient_points: int
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -80,6 +83,8 @@ def measure_ccd(
         mask_sigma=params.gradient_mask_sigma, max_tries=params.gradient_max_tries, seed=seed + 1,
     )
     t3 = time.perf_counter()
+    coarse = _coarse_angles(image, background, mask, saturate, params, seed + 2)
+    t4 = time.perf_counter()
     good = usable(sources)
     return CCDStats(
         name=name,
@@ -89,6 +94,22 @@ def measure_ccd(
         source_counts=angle_histogram(good["theta_rad"], params.source_bins),
         profile_counts=offset_histogram(peak_offsets(good), params.profile_bins, params.profile_max_offset),
         gradient_counts=angle_histogram(gradients.theta_rad, params.background_bins),
+        coarse_counts=angle_histogram(coarse, params.coarse_bins),
         n_gradient_points=int(len(gradients.theta_rad)),
-        timings_s={"background": t1 - t0, "sources": t2 - t1, "gradients": t3 - t2},
+        timings_s={"background": t1 - t0, "sources": t2 - t1, "gradients": t3 - t2, "large_scale": t4 - t3},
     )
+
+
+def _coarse_angles(image, background: BackgroundModel, mask, saturate, params: DetectorParams, seed: int) -> np.ndarray:
+    """Gradient angles (eq. 6-8) on the binned, clipped residual; empty when the CCD is too small."""
+    binned = clipped_block_means(
+        image, background_coeffs=background.coeffs, sigma=background.sigma, factor=params.coarse_factor,
+        clip_sigma=params.coarse_clip_sigma, mask=mask, saturate=saturate,
+    )
+    if min(binned.shape) < patch_side(params.coarse_smooth_box, params.coarse_half_width):
+        return np.empty(0)
+    sample = gradient_angles(
+        binned, background_coeffs=np.zeros(6), sigma=np.inf, n_points=params.coarse_n_points,
+        smooth_box=params.coarse_smooth_box, half_width=params.coarse_half_width, seed=seed,
+    )
+    return sample.theta_rad

@@ -68,6 +68,24 @@ GRADIENT_MASK_SIGMA: float = 4.0
 GRADIENT_MAX_TRIES: int = 4
 """Candidate points drawn per accepted gradient point before giving up, dimensionless."""
 
+COARSE_FACTOR: int = 8
+"""Side of the blocks of the binned residual for the large-scale gradients (:mod:`obsqc.detectors.binning`), pixels."""
+
+COARSE_CLIP_SIGMA: float = 4.0
+"""Pixels further than this from the background are left out of a block mean, in sigma."""
+
+COARSE_SMOOTH_BOX: int = 2
+"""Box smoothing of the binned residual before the stencil, in blocks (2 blocks = 16 px)."""
+
+COARSE_HALF_WIDTH: int = 3
+"""Half-width of the eq. (6)-(7) stencil on the binned residual, in blocks (3 blocks = 24 px)."""
+
+COARSE_N_POINTS: int = 2000
+"""Random points per CCD for the large-scale gradients, count."""
+
+COARSE_BINS: int = 16
+"""Bins of the large-scale gradient-angle histogram over (-pi/2, pi/2], count."""
+
 SOURCE_BINS: int = 16
 """Bins of the source-orientation histogram over (-pi/2, pi/2], count."""
 
@@ -108,6 +126,12 @@ class DetectorParams:
     gradient_n_points: int = GRADIENT_N_POINTS
     gradient_mask_sigma: float = GRADIENT_MASK_SIGMA
     gradient_max_tries: int = GRADIENT_MAX_TRIES
+    coarse_factor: int = COARSE_FACTOR
+    coarse_clip_sigma: float = COARSE_CLIP_SIGMA
+    coarse_smooth_box: int = COARSE_SMOOTH_BOX
+    coarse_half_width: int = COARSE_HALF_WIDTH
+    coarse_n_points: int = COARSE_N_POINTS
+    coarse_bins: int = COARSE_BINS
     source_bins: int = SOURCE_BINS
     background_bins: int = BACKGROUND_BINS
     profile_bins: int = PROFILE_BINS

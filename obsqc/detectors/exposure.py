@@ -42,6 +42,11 @@ class ExposureStats:
         """(n_ccds, background_bins) gradient-angle histograms, one row per CCD."""
         return np.stack([c.gradient_counts for c in self.ccds]) if self.ccds else np.empty((0, 0), np.int64)
 
+    @property
+    def coarse_counts(self) -> np.ndarray:
+        """(n_ccds, coarse_bins) large-scale gradient-angle histograms, one row per CCD."""
+        return np.stack([c.coarse_counts for c in self.ccds]) if self.ccds else np.empty((0, 0), np.int64)
+
 
 def combine_ccds(
     exposure_id: str,

@@ -68,21 +68,24 @@ def _indicator(counts: np.ndarray, ref_p: np.ndarray, kappa: float, pseudocount:
 class Reference:
     """Reference distributions of one instrument and band (or of a set, in the paper's batch mode).
 
-    ``source_p``, ``profile_p`` and ``background_p`` are smoothed probability histograms (orientations
-    and gradient angles over (-pi/2, pi/2], peak offsets over [0, max]); the ``*_kappa`` are the
-    over-dispersion slopes of d(N) = 1 + kappa N of each indicator.
+    ``source_p``, ``profile_p``, ``background_p`` and ``large_scale_p`` are smoothed probability
+    histograms (orientations and gradient angles over (-pi/2, pi/2], peak offsets over [0, max]); the
+    ``*_kappa`` are the over-dispersion slopes of d(N) = 1 + kappa N of each indicator.
     """
 
     source_p: np.ndarray
     profile_p: np.ndarray
     background_p: np.ndarray
+    large_scale_p: np.ndarray
     source_kappa: float = 0.0
     profile_kappa: float = 0.0
     background_kappa: float = 0.0
+    large_scale_kappa: float = 0.0
     n_exposures: int = 0
     n_ccds: int = 0
 
-    _ARRAYS = ("source_p", "profile_p", "background_p")
+    _ARRAYS = ("source_p", "profile_p", "background_p", "large_scale_p")
+    _KAPPAS = ("source_kappa", "profile_kappa", "background_kappa", "large_scale_kappa")
 
     def to_json(self) -> str:
         """Serialise (arrays as lists)."""
@@ -97,7 +100,7 @@ class Reference:
         try:
             d = json.loads(text)
             arrays = {k: np.asarray(d[k], float) for k in cls._ARRAYS}
-            scalars = {k: float(d.get(k, 0.0)) for k in ("source_kappa", "profile_kappa", "background_kappa")}
+            scalars = {k: float(d.get(k, 0.0)) for k in cls._KAPPAS}
             return cls(**arrays, **scalars, n_exposures=int(d.get("n_exposures", 0)), n_ccds=int(d.get("n_ccds", 0)))
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a reference file: {exc}") from exc
@@ -105,10 +108,11 @@ class Reference:
 
 @dataclass(frozen=True, slots=True)
 class CCDScore:
-    """Per-CCD numbers: the background indicator of that CCD and its usable source count."""
+    """Per-CCD numbers: the two gradient indicators of that CCD and its usable source count."""
 
     name: str
     background: Indicator
+    large_scale: Indicator
     n_sources: int
 
 
@@ -118,7 +122,9 @@ class ExposureScore:
 
     ``source`` is the paper's orientation indicator (§3.1), ``background`` the gradient indicator
     (§3.2: raw KL is the mean over CCDs; sigma from the G statistics summed over CCDs), ``profile``
-    the peak-offset indicator of :mod:`obsqc.detectors.structure`.
+    the peak-offset indicator of :mod:`obsqc.detectors.structure` and ``large_scale`` the gradient
+    indicator on the binned residual (:mod:`obsqc.detectors.binning`), combined over CCDs like
+    ``background``.
     """
 
     exposure_id: str
@@ -126,6 +132,7 @@ class ExposureScore:
     source: Indicator
     profile: Indicator
     background: Indicator
+    large_scale: Indicator
     ccds: tuple[CCDScore, ...]
 
     @property
@@ -146,19 +153,33 @@ def build_reference(exposures: list[ExposureStats], params: DetectorParams = Det
     if not exposures:
         raise ValueError("a reference needs at least one exposure")
     a = params.histogram_pseudocount
-    src = np.stack([e.source_counts for e in exposures])
-    prof = np.stack([e.profile_counts for e in exposures])
-    grad = np.concatenate([e.gradient_counts for e in exposures])
-    ref = Reference(mean_distribution(src, a), mean_distribution(prof, a), mean_distribution(grad, a))
+    rows = {
+        "source": np.stack([e.source_counts for e in exposures]),
+        "profile": np.stack([e.profile_counts for e in exposures]),
+        "background": np.concatenate([e.gradient_counts for e in exposures]),
+        "large_scale": np.concatenate([e.coarse_counts for e in exposures]),
+    }
+    dists = {k: mean_distribution(v, a) for k, v in rows.items()}
 
-    def kappa(rows: np.ndarray, ref_p: np.ndarray) -> float:
-        g = np.array([_indicator(r, ref_p, 0.0, a)[1] for r in rows])
-        return _kappa(g, rows.sum(axis=1).astype(float), len(ref_p) - 1)
+    def kappa(k: str) -> float:
+        g = np.array([_indicator(r, dists[k], 0.0, a)[1] for r in rows[k]])
+        return _kappa(g, rows[k].sum(axis=1).astype(float), len(dists[k]) - 1)
 
     return Reference(
-        ref.source_p, ref.profile_p, ref.background_p,
-        source_kappa=kappa(src, ref.source_p), profile_kappa=kappa(prof, ref.profile_p),
-        background_kappa=kappa(grad, ref.background_p), n_exposures=len(exposures), n_ccds=len(grad),
+        *(dists[k] for k in ("source", "profile", "background", "large_scale")),
+        *(kappa(k) for k in ("source", "profile", "background", "large_scale")),
+        n_exposures=len(exposures), n_ccds=len(rows["background"]),
+    )
+
+
+def _combine_ccds(indicators: list[Indicator], gs: list[float], bins: int) -> Indicator:
+    """Exposure level of a per-CCD indicator: mean KL (the paper), sigma of the summed G over CCDs."""
+    kept = [(i, g) for i, g in zip(indicators, gs) if i.n]
+    if not kept:
+        return Indicator(float("nan"), float("nan"), float("nan"), 0)
+    return Indicator(
+        float(np.mean([i.kl for i, _ in kept])), float(np.mean([i.kl_corrected for i, _ in kept])),
+        chi2_sigma(sum(g for _, g in kept), len(kept) * (bins - 1)), int(sum(i.n for i, _ in kept)),
     )
 
 
@@ -167,19 +188,12 @@ def score_exposure(stats_: ExposureStats, reference: Reference, params: Detector
     a = params.histogram_pseudocount
     source, _ = _indicator(stats_.source_counts, reference.source_p, reference.source_kappa, a)
     profile, _ = _indicator(stats_.profile_counts, reference.profile_p, reference.profile_kappa, a)
-    ccd_scores, g_sum, dof_sum = [], 0.0, 0
-    for ccd in stats_.ccds:
-        ind, g = _indicator(ccd.gradient_counts, reference.background_p, reference.background_kappa, a)
-        ccd_scores.append(CCDScore(ccd.name, ind, ccd.n_sources))
-        if ind.n:
-            g_sum += g
-            dof_sum += len(reference.background_p) - 1
-    measured = [c.background for c in ccd_scores if c.background.n]
-    if measured:
-        background = Indicator(
-            float(np.mean([m.kl for m in measured])), float(np.mean([m.kl_corrected for m in measured])),
-            chi2_sigma(g_sum, dof_sum), int(sum(m.n for m in measured)),
-        )
-    else:
-        background = Indicator(float("nan"), float("nan"), float("nan"), 0)
-    return ExposureScore(stats_.exposure_id, len(stats_.ccds), source, profile, background, tuple(ccd_scores))
+    bg = [_indicator(c.gradient_counts, reference.background_p, reference.background_kappa, a) for c in stats_.ccds]
+    ls = [_indicator(c.coarse_counts, reference.large_scale_p, reference.large_scale_kappa, a) for c in stats_.ccds]
+    ccds = tuple(CCDScore(c.name, b[0], l[0], c.n_sources) for c, b, l in zip(stats_.ccds, bg, ls))
+    return ExposureScore(
+        stats_.exposure_id, len(stats_.ccds), source, profile,
+        _combine_ccds([b[0] for b in bg], [b[1] for b in bg], len(reference.background_p)),
+        _combine_ccds([l[0] for l in ls], [l[1] for l in ls], len(reference.large_scale_p)),
+        ccds,
+    )

@@ -47,7 +47,7 @@ class RankRecord:
     def anomaly_sigma(self) -> float:
         """The largest of the indicators' significances: what the ranking sorts on."""
         s = self.score
-        vals = [v for v in (s.source.sigma, s.profile.sigma, s.background.sigma) if not math.isnan(v)]
+        vals = [v for v in (s.source.sigma, s.profile.sigma, s.background.sigma, s.large_scale.sigma) if not math.isnan(v)]
         return max(vals) if vals else float("nan")
 
     def to_dict(self, n_worst: int = 3) -> dict:
@@ -64,6 +64,8 @@ class RankRecord:
             "background_sigma": _num(s.background.sigma),
             "profile_kl": _num(s.profile.kl),
             "profile_sigma": _num(s.profile.sigma),
+            "large_scale_kl": _num(s.large_scale.kl),
+            "large_scale_sigma": _num(s.large_scale.sigma),
             "source_kl_corrected": _num(s.source.kl_corrected),
             "background_kl_corrected": _num(s.background.kl_corrected),
             "flags": self.flags,
@@ -71,7 +73,8 @@ class RankRecord:
             "band": h.band,
             "n_ccds": s.n_ccds,
             "worst_ccds": [
-                {"ccd": c.name, "background_kl": _num(c.background.kl), "background_sigma": _num(c.background.sigma)}
+                {"ccd": c.name, "background_kl": _num(c.background.kl), "background_sigma": _num(c.background.sigma),
+                 "large_scale_sigma": _num(c.large_scale.sigma)}
                 for c in s.worst_ccds(n_worst)
             ],
             "skipped_ccds": [{"ccd": n, "reason": r} for n, r in self.measured.stats.skipped_ccds],
@@ -82,7 +85,10 @@ class RankRecord:
 
 def flags_for(score: ExposureScore, flag_sigma: float) -> list[str]:
     """The names of the indicators above ``flag_sigma``."""
-    named = (("source_orientation", score.source), ("source_profile", score.profile), ("background_gradient", score.background))
+    named = (
+        ("source_orientation", score.source), ("source_profile", score.profile),
+        ("background_gradient", score.background), ("background_large_scale", score.large_scale),
+    )
     return [name for name, ind in named if ind.sigma > flag_sigma]
 
 
