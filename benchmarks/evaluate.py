@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-INDICATORS = ("combined", "source_sigma", "profile_sigma", "background_sigma", "large_scale_sigma")
+INDICATORS = ("combined", "source_sigma", "profile_sigma", "background_sigma", "large_scale_sigma", "line_sigma")
 
 
 def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:

@@ -18,6 +18,7 @@ from obsqc.detectors.binning import clipped_block_means
 from obsqc.detectors.config import DetectorParams
 from obsqc.detectors.divergence import angle_histogram
 from obsqc.detectors.gradients import gradient_angles, patch_side
+from obsqc.detectors.lines import max_line_significance
 from obsqc.detectors.sources import find_sources, usable
 from obsqc.detectors.structure import offset_histogram, peak_offsets
 
@@ -30,7 +31,8 @@ class CCDStats:
     ``source_counts`` the orientation histogram of the usable sources over (-pi/2, pi/2];
     ``profile_counts`` their peak-offset histogram (:mod:`obsqc.detectors.structure`);
     ``gradient_counts`` the gradient-angle histogram (§3.2); ``coarse_counts`` the same on the binned
-    residual (:mod:`obsqc.detectors.binning`), empty when the CCD is too small; ``timings_s`` seconds per step.
+    residual (:mod:`obsqc.detectors.binning`), empty when the CCD is too small; ``line_z`` the
+    brightest straight line of that residual (:mod:`obsqc.detectors.lines`); ``timings_s`` seconds per step.
     """
 
     name: str
@@ -41,6 +43,7 @@ class CCDStats:
     profile_counts: np.ndarray
     gradient_counts: np.ndarray
     coarse_counts: np.ndarray
+    line_z: float
     n_gradient_points: int
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -83,7 +86,12 @@ def measure_ccd(
         mask_sigma=params.gradient_mask_sigma, max_tries=params.gradient_max_tries, seed=seed + 1,
     )
     t3 = time.perf_counter()
-    coarse = _coarse_angles(image, background, mask, saturate, params, seed + 2)
+    binned = clipped_block_means(
+        image, background_coeffs=background.coeffs, sigma=background.sigma, factor=params.coarse_factor,
+        clip_sigma=params.coarse_clip_sigma, mask=mask, saturate=saturate,
+    )
+    coarse = _coarse_angles(binned, params, seed + 2)
+    line_z = max_line_significance(binned)
     t4 = time.perf_counter()
     good = usable(sources)
     return CCDStats(
@@ -95,17 +103,14 @@ def measure_ccd(
         profile_counts=offset_histogram(peak_offsets(good), params.profile_bins, params.profile_max_offset),
         gradient_counts=angle_histogram(gradients.theta_rad, params.background_bins),
         coarse_counts=angle_histogram(coarse, params.coarse_bins),
+        line_z=line_z,
         n_gradient_points=int(len(gradients.theta_rad)),
         timings_s={"background": t1 - t0, "sources": t2 - t1, "gradients": t3 - t2, "large_scale": t4 - t3},
     )
 
 
-def _coarse_angles(image, background: BackgroundModel, mask, saturate, params: DetectorParams, seed: int) -> np.ndarray:
+def _coarse_angles(binned: np.ndarray, params: DetectorParams, seed: int) -> np.ndarray:
     """Gradient angles (eq. 6-8) on the binned, clipped residual; empty when the CCD is too small."""
-    binned = clipped_block_means(
-        image, background_coeffs=background.coeffs, sigma=background.sigma, factor=params.coarse_factor,
-        clip_sigma=params.coarse_clip_sigma, mask=mask, saturate=saturate,
-    )
     if min(binned.shape) < patch_side(params.coarse_smooth_box, params.coarse_half_width):
         return np.empty(0)
     sample = gradient_angles(

@@ -43,6 +43,12 @@ class ExposureStats:
         return np.stack([c.gradient_counts for c in self.ccds]) if self.ccds else np.empty((0, 0), np.int64)
 
     @property
+    def line_z(self) -> float:
+        """The brightest straight line over all CCDs (:mod:`obsqc.detectors.lines`), NaN if none measured."""
+        zs = [c.line_z for c in self.ccds if np.isfinite(c.line_z)]
+        return float(max(zs)) if zs else float("nan")
+
+    @property
     def coarse_counts(self) -> np.ndarray:
         """(n_ccds, coarse_bins) large-scale gradient-angle histograms, one row per CCD."""
         return np.stack([c.coarse_counts for c in self.ccds]) if self.ccds else np.empty((0, 0), np.int64)

@@ -29,7 +29,7 @@ from scipy import stats
 
 from obsqc.detectors.config import DetectorParams
 from obsqc.detectors.divergence import (
-    chi2_sigma, corrected_kl, g_statistic, kl_divergence, mean_distribution, smoothed_distribution,
+    SIGMA_RANGE, chi2_sigma, corrected_kl, g_statistic, kl_divergence, mean_distribution, smoothed_distribution,
 )
 from obsqc.detectors.exposure import ExposureStats
 
@@ -70,7 +70,9 @@ class Reference:
 
     ``source_p``, ``profile_p``, ``background_p`` and ``large_scale_p`` are smoothed probability
     histograms (orientations and gradient angles over (-pi/2, pi/2], peak offsets over [0, max]); the
-    ``*_kappa`` are the over-dispersion slopes of d(N) = 1 + kappa N of each indicator.
+    ``*_kappa`` are the over-dispersion slopes of d(N) = 1 + kappa N of each indicator;
+    ``line_median`` and ``line_scale`` the median and robust scatter of the exposures' brightest-line
+    z (:mod:`obsqc.detectors.lines`), which turn a line z into a significance.
     """
 
     source_p: np.ndarray
@@ -81,6 +83,8 @@ class Reference:
     profile_kappa: float = 0.0
     background_kappa: float = 0.0
     large_scale_kappa: float = 0.0
+    line_median: float = 0.0
+    line_scale: float = 1.0
     n_exposures: int = 0
     n_ccds: int = 0
 
@@ -101,6 +105,7 @@ class Reference:
             d = json.loads(text)
             arrays = {k: np.asarray(d[k], float) for k in cls._ARRAYS}
             scalars = {k: float(d.get(k, 0.0)) for k in cls._KAPPAS}
+            scalars.update(line_median=float(d.get("line_median", 0.0)), line_scale=float(d.get("line_scale", 1.0)))
             return cls(**arrays, **scalars, n_exposures=int(d.get("n_exposures", 0)), n_ccds=int(d.get("n_ccds", 0)))
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a reference file: {exc}") from exc
@@ -133,6 +138,8 @@ class ExposureScore:
     profile: Indicator
     background: Indicator
     large_scale: Indicator
+    line_z: float
+    line_sigma: float
     ccds: tuple[CCDScore, ...]
 
     @property
@@ -165,9 +172,14 @@ def build_reference(exposures: list[ExposureStats], params: DetectorParams = Det
         g = np.array([_indicator(r, dists[k], 0.0, a)[1] for r in rows[k]])
         return _kappa(g, rows[k].sum(axis=1).astype(float), len(dists[k]) - 1)
 
+    lines = np.array([e.line_z for e in exposures])
+    lines = lines[np.isfinite(lines)]
+    line_median = float(np.median(lines)) if lines.size else 0.0
+    line_scale = float(1.482602218505602 * np.median(np.abs(lines - line_median))) if lines.size >= 3 else 0.0
     return Reference(
         *(dists[k] for k in ("source", "profile", "background", "large_scale")),
         *(kappa(k) for k in ("source", "profile", "background", "large_scale")),
+        line_median=line_median, line_scale=line_scale if line_scale > 0 else 1.0,
         n_exposures=len(exposures), n_ccds=len(rows["background"]),
     )
 
@@ -195,5 +207,7 @@ def score_exposure(stats_: ExposureStats, reference: Reference, params: Detector
         stats_.exposure_id, len(stats_.ccds), source, profile,
         _combine_ccds([b[0] for b in bg], [b[1] for b in bg], len(reference.background_p)),
         _combine_ccds([l[0] for l in ls], [l[1] for l in ls], len(reference.large_scale_p)),
+        stats_.line_z,
+        float(np.clip((stats_.line_z - reference.line_median) / reference.line_scale, *SIGMA_RANGE)),
         ccds,
     )

@@ -47,12 +47,14 @@ class RankRecord:
     def anomaly_sigma(self) -> float:
         """The largest of the indicators' significances: what the ranking sorts on."""
         s = self.score
-        vals = [v for v in (s.source.sigma, s.profile.sigma, s.background.sigma, s.large_scale.sigma) if not math.isnan(v)]
+        vals = [v for v in (s.source.sigma, s.profile.sigma, s.background.sigma, s.large_scale.sigma, s.line_sigma)
+                if not math.isnan(v)]
         return max(vals) if vals else float("nan")
 
     def to_dict(self, n_worst: int = 3) -> dict:
         """A flat JSON-ready record with the DESIGN.md contract fields first."""
         s, h = self.score, self.measured.header
+        stats_by_name = {c.name: c for c in self.measured.stats.ccds}
         return {
             "exposure_id": s.exposure_id,
             "source_kl": _num(s.source.kl),
@@ -66,6 +68,8 @@ class RankRecord:
             "profile_sigma": _num(s.profile.sigma),
             "large_scale_kl": _num(s.large_scale.kl),
             "large_scale_sigma": _num(s.large_scale.sigma),
+            "line_z": _num(s.line_z),
+            "line_sigma": _num(s.line_sigma),
             "source_kl_corrected": _num(s.source.kl_corrected),
             "background_kl_corrected": _num(s.background.kl_corrected),
             "flags": self.flags,
@@ -74,7 +78,7 @@ class RankRecord:
             "n_ccds": s.n_ccds,
             "worst_ccds": [
                 {"ccd": c.name, "background_kl": _num(c.background.kl), "background_sigma": _num(c.background.sigma),
-                 "large_scale_sigma": _num(c.large_scale.sigma)}
+                 "large_scale_sigma": _num(c.large_scale.sigma), "line_z": _num(stats_by_name[c.name].line_z)}
                 for c in s.worst_ccds(n_worst)
             ],
             "skipped_ccds": [{"ccd": n, "reason": r} for n, r in self.measured.stats.skipped_ccds],
@@ -89,7 +93,10 @@ def flags_for(score: ExposureScore, flag_sigma: float) -> list[str]:
         ("source_orientation", score.source), ("source_profile", score.profile),
         ("background_gradient", score.background), ("background_large_scale", score.large_scale),
     )
-    return [name for name, ind in named if ind.sigma > flag_sigma]
+    flags = [name for name, ind in named if ind.sigma > flag_sigma]
+    if score.line_sigma > flag_sigma:
+        flags.append("linear_feature")
+    return flags
 
 
 def _num(x: float, digits: int = 6):

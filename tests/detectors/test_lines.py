@@ -1,0 +1,48 @@
+"""Straight-line search: a faint trail stands out, noise and axis-aligned defects do not."""
+
+import numpy as np
+import pytest
+
+from obsqc.detectors.lines import line_angles, max_line_significance
+
+
+def trail(shape, angle_deg, amplitude, width=1.0, offset=0.0):
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    a = np.deg2rad(angle_deg)
+    dist = (xx - shape[1] / 2) * -np.sin(a) + (yy - shape[0] / 2) * np.cos(a) - offset
+    return amplitude * np.exp(-0.5 * (dist / width) ** 2)
+
+
+@pytest.fixture
+def noise():
+    return np.random.default_rng(0).normal(0, 1, (128, 128))
+
+
+def test_noise_stays_near_the_gaussian_maximum(noise):
+    assert max_line_significance(noise) < 6.0
+
+
+@pytest.mark.parametrize("angle", [17.0, 45.0, 122.0])
+def test_faint_trail_stands_out(noise, angle):
+    z = max_line_significance(noise + trail(noise.shape, angle, amplitude=1.0))
+    assert z > 10.0
+
+
+def test_axis_aligned_column_is_ignored(noise):
+    img = noise.copy()
+    img[:, 40] += 3.0  # a bad column, along the detector axis
+    assert max_line_significance(img) < 6.0
+
+
+def test_nan_blocks_are_skipped_and_too_few_give_nan(noise):
+    img = noise + trail(noise.shape, 30.0, 1.0)
+    img[:, :20] = np.nan
+    assert max_line_significance(img) > 10.0
+    assert np.isnan(max_line_significance(np.full((10, 10), np.nan)))
+
+
+def test_angles_skip_the_axes():
+    deg = np.rad2deg(line_angles(1.5, 3.0))
+    assert not np.any((deg < 3) | (np.abs(deg - 90) < 3) | (deg > 177))
+    with pytest.raises(ValueError, match="2-D"):
+        max_line_significance(np.zeros(5))
