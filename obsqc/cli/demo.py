@@ -45,7 +45,8 @@ def demo(
         result = rank_files([str(f) for f in files], threads=2, on_progress=lambda _p: progress.advance(task))
 
     table = Table(title=f"{len(files)} simulated exposures ranked by anomaly significance (the Entropy Method)")
-    for col in ("rank", "exposure", "sources", "source KL", "source σ", "profile σ", "bkg KL", "bkg σ", "flags", "truth"):
+    for col in ("rank", "exposure", "sources", "source KL", "source σ", "profile σ", "bkg KL", "bkg σ", "large σ", "line σ",
+                "flags", "truth"):
         table.add_column(col, justify="left" if col in ("exposure", "flags", "truth") else "right")
     for rec in result.records:
         s = rec.score
@@ -53,7 +54,8 @@ def demo(
         label = "normal" if anomaly == "none" else f"{anomaly} ({strength})"
         table.add_row(
             str(rec.rank), s.exposure_id, str(s.n_sources), f"{s.source.kl:.4f}", f"{s.source.sigma:.1f}",
-            f"{s.profile.sigma:.1f}", f"{s.background.kl:.4f}", f"{s.background.sigma:.1f}", ", ".join(rec.flags) or "ok",
+            f"{s.profile.sigma:.1f}", f"{s.background.kl:.4f}", f"{s.background.sigma:.1f}", f"{s.large_scale.sigma:.1f}",
+            f"{s.line_sigma:.1f}", "\n".join(rec.flags) or "ok",
             label, style="bold red" if rec.flags else None,
         )
     console.print(table)

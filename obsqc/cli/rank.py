@@ -19,7 +19,7 @@ class Format(str, Enum):
 
 CSV_FIELDS = (
     "rank", "exposure_id", "source_kl", "background_kl", "n_sources", "source_sigma", "background_sigma",
-    "profile_kl", "profile_sigma", "source_kl_corrected", "background_kl_corrected", "anomaly_sigma", "flags", "worst_ccds", "instrument", "band", "n_ccds", "file",
+    "profile_kl", "profile_sigma", "large_scale_kl", "large_scale_sigma", "line_z", "line_sigma", "source_kl_corrected", "background_kl_corrected", "anomaly_sigma", "flags", "worst_ccds", "instrument", "band", "n_ccds", "file",
 )
 SOURCE_FIELDS = ("ccd", "x", "y", "flux", "q_xx", "q_yy", "q_xy", "e1", "e2", "theta_deg", "peak", "n_pix", "flags")
 
@@ -36,6 +36,7 @@ def rank(
 ) -> None:
     """Rank exposures by how anomalous they look (Alonso, Zhang & Li's Entropy Method)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import Progress
 
     from obsqc.detectors.scoring import Reference
@@ -49,7 +50,7 @@ def rank(
         try:
             ref = Reference.from_json(reference.read_text())
         except (OSError, ValueError) as exc:
-            err.print(f"[red]cannot read reference {reference}: {exc}[/red]")
+            err.print(f"[red]cannot read reference {escape(str(reference))}: {escape(str(exc))}[/red]")
             raise typer.Exit(2) from exc
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("measuring", total=len(files))
@@ -58,7 +59,7 @@ def rank(
             on_progress=lambda _p: progress.advance(task),
         )
     for f in result.failures:
-        err.print(f"[yellow]skipped {f.file}: [{f.reason}] {f.message}[/yellow]")
+        err.print(f"[yellow]skipped ({escape(f.reason)}): {escape(f.message)}[/yellow]", soft_wrap=True)
     if save_reference is not None and result.reference is not None:
         save_reference.write_text(result.reference.to_json())
     rows = [r.to_dict() for r in result.records]
@@ -87,7 +88,8 @@ def _print_table(rows: list[dict], console) -> None:
 
     table = Table(title="exposures ranked by anomaly significance")
     for col, just in (("rank", "right"), ("exposure", "left"), ("sources", "right"), ("source KL", "right"),
-                      ("source σ", "right"), ("profile σ", "right"), ("bkg KL", "right"), ("bkg σ", "right"), ("flags", "left"),
+                      ("source σ", "right"), ("profile σ", "right"), ("bkg KL", "right"), ("bkg σ", "right"),
+                      ("large σ", "right"), ("line σ", "right"), ("flags", "left"),
                       ("worst CCDs", "left")):
         table.add_column(col, justify=just)
 
@@ -99,7 +101,8 @@ def _print_table(rows: list[dict], console) -> None:
         worst = ", ".join(f"{c['ccd']} {fmt(c['background_sigma'], '.0f')}σ" for c in r["worst_ccds"][:2])
         table.add_row(
             str(r["rank"]), r["exposure_id"], str(r["n_sources"]), fmt(r["source_kl"], ".4f"), fmt(r["source_sigma"], ".1f"), fmt(r["profile_sigma"], ".1f"),
-            fmt(r["background_kl"], ".4f"), fmt(r["background_sigma"], ".1f"), "\n".join(r["flags"]) or "ok", worst,
+            fmt(r["background_kl"], ".4f"), fmt(r["background_sigma"], ".1f"), fmt(r["large_scale_sigma"], ".1f"),
+            fmt(r["line_sigma"], ".1f"), "\n".join(r["flags"]) or "ok", worst,
             style=style,
         )
     console.print(table)

@@ -44,7 +44,7 @@ def _histogram_panel(ax, counts: np.ndarray, ref_p: np.ndarray, title: str, pseu
 
 
 def _focal_plane(ax, record: RankRecord) -> None:
-    scores = {c.name: c.background.sigma for c in record.score.ccds}
+    scores = {c.name: np.nanmax([c.background.sigma, c.large_scale.sigma, -np.inf]) for c in record.score.ccds}
     detsec = record.measured.detsec
     names = [c.name for c in record.measured.stats.ccds]
     if names and all(n in detsec for n in names):
@@ -66,7 +66,7 @@ def _focal_plane(ax, record: RankRecord) -> None:
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title("background significance per CCD [sigma]", fontsize=9)
+    ax.set_title("background significance per CCD [sigma]\n(max of fine and large-scale gradients)", fontsize=9)
     plt.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.046)
 
 
