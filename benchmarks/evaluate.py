@@ -70,6 +70,14 @@ def evaluate(rows: list[dict]) -> dict:
     deciles = np.array_split(order, 10)
     out["tpr_per_decile"] = [float(is_bad[d].mean()) for d in deciles]
     out["recall_top10pct"] = float(is_bad[deciles[0]].sum() / max(is_bad.sum(), 1))
+    from obsqc.service.rank import DEFAULT_FLAG_SIGMA
+
+    out["flag_sigma"] = DEFAULT_FLAG_SIGMA
+    out["false_alarm_rate_at_flag_sigma"] = float(np.mean(_scores(normal, "combined") > DEFAULT_FLAG_SIGMA))
+    out["detection_rate_at_flag_sigma"] = {
+        s: float(np.mean(_scores([r for r in spoiled if r["strength"] == s], "combined") > DEFAULT_FLAG_SIGMA))
+        for s in ("subtle", "prominent")
+    }
     prominent = np.sort(_scores([r for r in spoiled if r["strength"] == "prominent"], "combined"))
     if len(prominent):
         threshold = float(np.quantile(prominent, 0.2, method="lower"))  # catches >= 80% of prominent
@@ -111,6 +119,10 @@ def _print_report(result: dict) -> None:
     console.print("TPR per tenth of the ranking (most anomalous first): "
                   + " ".join(f"{v:.2f}" for v in result["tpr_per_decile"]))
     console.print(f"recall of the top 10%: {result['recall_top10pct']:.2f}")
+    console.print(f"at the default flag threshold ({result['flag_sigma']} sigma): false-alarm rate "
+                  f"{result['false_alarm_rate_at_flag_sigma']:.3f}, detected subtle "
+                  f"{result['detection_rate_at_flag_sigma']['subtle']:.2f}, prominent "
+                  f"{result['detection_rate_at_flag_sigma']['prominent']:.2f}")
     if "false_alarm_rate_at_threshold" in result:
         console.print(f"threshold catching 80% of prominent anomalies: {result['threshold_80pct_prominent_sigma']:.2f} sigma; "
                       f"false-alarm rate on normal exposures there: {result['false_alarm_rate_at_threshold']:.3f}")
