@@ -31,8 +31,9 @@ class CCDStats:
     ``source_counts`` the orientation histogram of the usable sources over (-pi/2, pi/2];
     ``profile_counts`` their peak-offset histogram (:mod:`obsqc.detectors.structure`);
     ``gradient_counts`` the gradient-angle histogram (§3.2); ``coarse_counts`` the same on the binned
-    residual (:mod:`obsqc.detectors.binning`), empty when the CCD is too small; ``line_z`` the
-    brightest straight line of that residual (:mod:`obsqc.detectors.lines`); ``timings_s`` seconds per step.
+    residual (:mod:`obsqc.detectors.binning`) and ``line_z`` the brightest straight line of that residual
+    (:mod:`obsqc.detectors.lines`), empty and NaN for a CCD under ``coarse_min_blocks`` blocks a side;
+    ``timings_s`` seconds per step.
     """
 
     name: str
@@ -90,8 +91,11 @@ def measure_ccd(
         image, background_coeffs=background.coeffs, sigma=background.sigma, factor=params.coarse_factor,
         clip_sigma=params.coarse_clip_sigma, mask=mask, saturate=saturate,
     )
-    coarse = _coarse_angles(binned, params, seed + 2)
-    line_z = max_line_significance(binned)
+    if min(binned.shape) >= params.coarse_min_blocks:
+        coarse = _coarse_angles(binned, params, seed + 2)
+        line_z = max_line_significance(binned)
+    else:  # too small a CCD for these two indicators: they stay empty (NaN at exposure level)
+        coarse, line_z = np.empty(0), float("nan")
     t4 = time.perf_counter()
     good = usable(sources)
     return CCDStats(

@@ -83,6 +83,10 @@ COARSE_HALF_WIDTH: int = 3
 COARSE_N_POINTS: int = 2000
 """Random points per CCD for the large-scale gradients, count."""
 
+COARSE_MIN_BLOCKS: int = 64
+"""The large-scale and line indicators need a binned residual at least this many blocks on a side
+(512 px at the default factor): on fewer blocks their null scatter is too wide to calibrate, blocks."""
+
 COARSE_BINS: int = 16
 """Bins of the large-scale gradient-angle histogram over (-pi/2, pi/2], count."""
 
@@ -131,6 +135,7 @@ class DetectorParams:
     coarse_smooth_box: int = COARSE_SMOOTH_BOX
     coarse_half_width: int = COARSE_HALF_WIDTH
     coarse_n_points: int = COARSE_N_POINTS
+    coarse_min_blocks: int = COARSE_MIN_BLOCKS
     coarse_bins: int = COARSE_BINS
     source_bins: int = SOURCE_BINS
     background_bins: int = BACKGROUND_BINS

@@ -18,7 +18,8 @@ def fake_ccd(rng, name, n_sources, source_p=None, grad_p=None, n_grad=2000):
     prof = rng.multinomial(n_sources, np.full(p_bins, 1 / p_bins))
     coarse = rng.multinomial(n_grad // 4, np.full(PARAMS.coarse_bins, 1 / PARAMS.coarse_bins))
     return CCDStats(name=name, shape=(64, 64), background=None, sources=np.empty(0), source_counts=src,
-                    profile_counts=prof, gradient_counts=grad, coarse_counts=coarse, n_gradient_points=n_grad)
+                    profile_counts=prof, gradient_counts=grad, coarse_counts=coarse, line_z=float(rng.normal(5, 1)),
+                    n_gradient_points=n_grad)
 
 
 def exposure(rng, eid, n_per_ccd, n_ccds=4, **kw):
