@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("eval-night"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--rows", type=Path, default=None, help="Also write every ranked exposure as JSON lines.")
     args = parser.parse_args(argv)
 
     from obsqc.detectors.warmup import warm_up
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         row["anomaly"], row["strength"] = t["anomaly"], t["strength"]
         rows.append(row)
     report = evaluate(rows)
+    if args.rows:
+        args.rows.write_text("".join(json.dumps(r) + "\n" for r in rows))
     report.update(
         date=date.today().isoformat(), command=" ".join(["python -m benchmarks.evaluate", *(argv or sys.argv[1:])]),
         n_failed=len(result.failures), rank_seconds=round(rank_s, 1), size=args.size, seed=args.seed,

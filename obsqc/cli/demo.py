@@ -55,7 +55,7 @@ def demo(
         table.add_row(
             str(rec.rank), s.exposure_id, str(s.n_sources), f"{s.source.kl:.4f}", f"{s.source.sigma:.1f}",
             f"{s.profile.sigma:.1f}", f"{s.background.kl:.4f}", f"{s.background.sigma:.1f}", f"{s.large_scale.sigma:.1f}",
-            f"{s.line_sigma:.1f}", "\n".join(rec.flags) or "ok",
+            f"{s.line.sigma:.1f}", "\n".join(rec.flags) or "ok",
             label, style="bold red" if rec.flags else None,
         )
     console.print(table)

@@ -30,7 +30,7 @@ def rank(
     plots: Path | None = typer.Option(None, "--plots", help="Write a PNG per flagged exposure into this folder."),
     reference: Path | None = typer.Option(None, "--reference", help="Score against a reference saved earlier."),
     save_reference: Path | None = typer.Option(None, "--save-reference", help="Save the reference used as JSON."),
-    flag_sigma: float = typer.Option(5.0, "--flag-sigma", help="Flag exposures above this significance [sigma]."),
+    flag_sigma: float = typer.Option(4.0, "--flag-sigma", help="Flag exposures above this significance [sigma]."),
     threads: int = typer.Option(2, "--threads", help="CCDs measured in parallel."),
     top: int = typer.Option(0, "--top", help="Table format: show only the N most anomalous (0 = all)."),
 ) -> None:

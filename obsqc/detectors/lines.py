@@ -11,8 +11,9 @@ and each strip of width w blocks at distance rho from the centre,
     t(\\phi, \\rho) = \\frac{\\sum_{(I, J) \\in \\text{strip}} R_{IJ}}{\\sqrt{n_{\\text{strip}}}}, \\qquad
     z(\\phi, \\rho) = \\frac{t - \\mathrm{median}_\\rho\\, t}{1.4826\\, \\mathrm{MAD}_\\rho\\, t}
 
-standardised among the parallel strips of the same angle (so that the faint wings of many galaxies,
-which every strip crosses, cancel), and report the largest z over angles, strips and the widths 1 and
+on R winsorised at +-3 of its robust scatter (so that a bright galaxy is only a short segment of
+clipped blocks, while a trail fills its strip), standardised among the parallel strips of the same
+angle (so that the faint wings of many galaxies, which every strip crosses, cancel), and report the largest z over angles, strips and the widths 1 and
 3 blocks. For pure noise the maximum over a few thousand strips is about 4-5; a trail of amplitude a
 (in block-noise units) over L blocks gives about a sqrt(L).
 
@@ -93,12 +94,18 @@ def line_angles(step_deg: float = 1.5, axis_margin_deg: float = 3.0) -> np.ndarr
 
 
 def max_line_significance(
-    binned: np.ndarray, *, step_deg: float = 1.5, axis_margin_deg: float = 3.0, min_count: int = 16
+    binned: np.ndarray,
+    *,
+    step_deg: float = 1.5,
+    axis_margin_deg: float = 3.0,
+    min_count: int = 48,
+    clip_sigma: float = 3.0,
 ) -> float:
     """Largest straight-line z (in sigma of the binned residual) of one binned CCD residual.
 
     ``binned`` is the output of :func:`obsqc.detectors.binning.clipped_block_means` (NaN = no data).
-    Returns NaN when fewer than ``4 * min_count`` blocks are valid or their scatter is zero.
+    Strips shorter than ``min_count`` blocks (corners) are not tested. Returns NaN when fewer than
+    ``4 * min_count`` blocks are valid or their scatter is zero.
     """
     binned = np.asarray(binned, dtype=np.float64)
     if binned.ndim != 2:
@@ -111,4 +118,11 @@ def max_line_significance(
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows or columns
         binned = binned - np.nan_to_num(np.nanmedian(binned, axis=0))[None, :]
         binned = binned - np.nan_to_num(np.nanmedian(binned, axis=1))[:, None]
+    # Winsorise at +-clip_sigma block sigmas: one bright galaxy or star halo then adds at most a short
+    # segment of clipped blocks to a strip, whereas a trail runs the whole strip.
+    finite = binned[np.isfinite(binned)]
+    scatter = _MAD_TO_SIGMA * float(np.median(np.abs(finite - np.median(finite))))
+    if not scatter > 0:
+        return float("nan")
+    binned = np.clip(binned, -clip_sigma * scatter, clip_sigma * scatter)
     return float(_max_line_z(np.ascontiguousarray(binned), line_angles(step_deg, axis_margin_deg), min_count))

@@ -22,16 +22,20 @@ do not move it. The background indicator of an exposure sums G over its CCDs, wi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from obsqc.detectors.config import DetectorParams
 from obsqc.detectors.divergence import (
     SIGMA_RANGE, chi2_sigma, corrected_kl, g_statistic, kl_divergence, mean_distribution, smoothed_distribution,
 )
 from obsqc.detectors.exposure import ExposureStats
+
+
+INDICATOR_NAMES = ("source", "profile", "background", "large_scale", "line")
+"""The exposure-level indicators, in the order reports list them."""
 
 
 def _kappa(g: np.ndarray, n: np.ndarray, dof: int) -> float:
@@ -71,8 +75,12 @@ class Reference:
     ``source_p``, ``profile_p``, ``background_p`` and ``large_scale_p`` are smoothed probability
     histograms (orientations and gradient angles over (-pi/2, pi/2], peak offsets over [0, max]); the
     ``*_kappa`` are the over-dispersion slopes of d(N) = 1 + kappa N of each indicator;
-    ``line_median`` and ``line_scale`` the median and robust scatter of the exposures' brightest-line
-    z (:mod:`obsqc.detectors.lines`), which turn a line z into a significance.
+    ``line_loc`` and ``line_scale`` the Gumbel location and scale of the exposures' brightest-line
+    z (:mod:`obsqc.detectors.lines`), which turn a line z into a significance. ``sigma_loc`` and
+    ``sigma_scale`` (per indicator name) standardise each exposure-level significance by the robust
+    location and scatter it has over the reference set, only ever towards less significance
+    (loc >= 0, scale >= 1): where normal data scatter more than the analytic null, a threshold keeps
+    its false-alarm rate, and all indicators share one scale before they are combined.
     """
 
     source_p: np.ndarray
@@ -83,8 +91,10 @@ class Reference:
     profile_kappa: float = 0.0
     background_kappa: float = 0.0
     large_scale_kappa: float = 0.0
-    line_median: float = 0.0
+    line_loc: float = 0.0
     line_scale: float = 1.0
+    sigma_loc: dict[str, float] = field(default_factory=dict)
+    sigma_scale: dict[str, float] = field(default_factory=dict)
     n_exposures: int = 0
     n_ccds: int = 0
 
@@ -105,7 +115,9 @@ class Reference:
             d = json.loads(text)
             arrays = {k: np.asarray(d[k], float) for k in cls._ARRAYS}
             scalars = {k: float(d.get(k, 0.0)) for k in cls._KAPPAS}
-            scalars.update(line_median=float(d.get("line_median", 0.0)), line_scale=float(d.get("line_scale", 1.0)))
+            scalars.update(line_loc=float(d.get("line_loc", 0.0)), line_scale=float(d.get("line_scale", 1.0)))
+            for key in ("sigma_loc", "sigma_scale"):
+                scalars[key] = {str(k): float(v) for k, v in dict(d.get(key, {})).items()}
             return cls(**arrays, **scalars, n_exposures=int(d.get("n_exposures", 0)), n_ccds=int(d.get("n_ccds", 0)))
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a reference file: {exc}") from exc
@@ -129,7 +141,8 @@ class ExposureScore:
     (§3.2: raw KL is the mean over CCDs; sigma from the G statistics summed over CCDs), ``profile``
     the peak-offset indicator of :mod:`obsqc.detectors.structure` and ``large_scale`` the gradient
     indicator on the binned residual (:mod:`obsqc.detectors.binning`), combined over CCDs like
-    ``background``.
+    ``background``; ``line`` the brightest straight line (:mod:`obsqc.detectors.lines`: ``kl`` holds
+    its raw z, ``n`` the CCDs searched). Every ``sigma`` is standardised by the reference.
     """
 
     exposure_id: str
@@ -138,8 +151,7 @@ class ExposureScore:
     profile: Indicator
     background: Indicator
     large_scale: Indicator
-    line_z: float
-    line_sigma: float
+    line: Indicator
     ccds: tuple[CCDScore, ...]
 
     @property
@@ -172,16 +184,61 @@ def build_reference(exposures: list[ExposureStats], params: DetectorParams = Det
         g = np.array([_indicator(r, dists[k], 0.0, a)[1] for r in rows[k]])
         return _kappa(g, rows[k].sum(axis=1).astype(float), len(dists[k]) - 1)
 
-    lines = np.array([e.line_z for e in exposures])
-    lines = lines[np.isfinite(lines)]
-    line_median = float(np.median(lines)) if lines.size else 0.0
-    line_scale = float(1.482602218505602 * np.median(np.abs(lines - line_median))) if lines.size >= 3 else 0.0
-    return Reference(
+    line_loc, line_scale = _gumbel_fit(np.array([e.line_z for e in exposures]))
+    raw = Reference(
         *(dists[k] for k in ("source", "profile", "background", "large_scale")),
         *(kappa(k) for k in ("source", "profile", "background", "large_scale")),
-        line_median=line_median, line_scale=line_scale if line_scale > 0 else 1.0,
+        line_loc=line_loc, line_scale=line_scale,
         n_exposures=len(exposures), n_ccds=len(rows["background"]),
     )
+    scores = [score_exposure(e, raw, params) for e in exposures]
+    loc, scale = {}, {}
+    for name in INDICATOR_NAMES:
+        vals = np.array([getattr(sc, name).sigma for sc in scores])
+        vals = vals[np.isfinite(vals)]
+        if vals.size >= 3:
+            med = float(np.median(vals))
+            loc[name] = max(med, 0.0)
+            scale[name] = max(1.482602218505602 * float(np.median(np.abs(vals - med))), 1.0)
+    return replace(raw, sigma_loc=loc, sigma_scale=scale)
+
+
+_GUMBEL_MEDIAN = float(stats.gumbel_r.median())
+
+
+def _gumbel_mad() -> float:
+    """MAD of the standard Gumbel distribution (solved numerically once)."""
+    from scipy.optimize import brentq
+
+    m = _GUMBEL_MEDIAN
+    return float(brentq(lambda d: stats.gumbel_r.cdf(m + d) - stats.gumbel_r.cdf(m - d) - 0.5, 1e-6, 10.0))
+
+
+_GUMBEL_MAD = _gumbel_mad()
+
+
+def _gumbel_fit(z: np.ndarray) -> tuple[float, float]:
+    """Robust Gumbel location and scale of the exposures' line z (a maximum over many strips).
+
+    The largest of many near-Gaussian strip statistics follows a Gumbel law: location and scale
+    from the median and MAD, so that a few trails in the set do not move them. (0, 1) when fewer
+    than three values are finite.
+    """
+    z = z[np.isfinite(z)]
+    if z.size < 3:
+        return 0.0, 1.0
+    med = float(np.median(z))
+    beta = float(np.median(np.abs(z - med))) / _GUMBEL_MAD
+    beta = beta if beta > 0 else 1.0
+    return med - beta * _GUMBEL_MEDIAN, beta
+
+
+def _gumbel_sigma(z: float, loc: float, scale: float) -> float:
+    """Significance in sigma of a line z under the reference's Gumbel law (NaN stays NaN)."""
+    if not np.isfinite(z):
+        return float("nan")
+    log_p = float(stats.gumbel_r.logsf(z, loc, scale))
+    return float(np.clip(-special.ndtri_exp(log_p), *SIGMA_RANGE))
 
 
 def _combine_ccds(indicators: list[Indicator], gs: list[float], bins: int) -> Indicator:
@@ -203,11 +260,15 @@ def score_exposure(stats_: ExposureStats, reference: Reference, params: Detector
     bg = [_indicator(c.gradient_counts, reference.background_p, reference.background_kappa, a) for c in stats_.ccds]
     ls = [_indicator(c.coarse_counts, reference.large_scale_p, reference.large_scale_kappa, a) for c in stats_.ccds]
     ccds = tuple(CCDScore(c.name, b[0], l[0], c.n_sources) for c, b, l in zip(stats_.ccds, bg, ls))
-    return ExposureScore(
-        stats_.exposure_id, len(stats_.ccds), source, profile,
-        _combine_ccds([b[0] for b in bg], [b[1] for b in bg], len(reference.background_p)),
-        _combine_ccds([l[0] for l in ls], [l[1] for l in ls], len(reference.large_scale_p)),
-        stats_.line_z,
-        float(np.clip((stats_.line_z - reference.line_median) / reference.line_scale, *SIGMA_RANGE)),
-        ccds,
-    )
+    line = Indicator(stats_.line_z, float("nan"), _gumbel_sigma(stats_.line_z, reference.line_loc, reference.line_scale),
+                     sum(1 for c in stats_.ccds if np.isfinite(c.line_z)))
+    parts = {
+        "source": source, "profile": profile,
+        "background": _combine_ccds([b[0] for b in bg], [b[1] for b in bg], len(reference.background_p)),
+        "large_scale": _combine_ccds([l[0] for l in ls], [l[1] for l in ls], len(reference.large_scale_p)),
+        "line": line,
+    }
+    for name, ind in parts.items():
+        loc, scale = reference.sigma_loc.get(name, 0.0), reference.sigma_scale.get(name, 1.0)
+        parts[name] = replace(ind, sigma=float(np.clip((ind.sigma - loc) / scale, *SIGMA_RANGE)))
+    return ExposureScore(stats_.exposure_id, len(stats_.ccds), **parts, ccds=ccds)

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obsqc.detectors.config import DetectorParams
-from obsqc.detectors.scoring import ExposureScore, Reference, build_reference, score_exposure
+from obsqc.detectors.scoring import INDICATOR_NAMES, ExposureScore, Reference, build_reference, score_exposure
 from obsqc.service.errors import ObsQCError
 from obsqc.service.measure import MeasuredExposure, measure_file
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FLAG_SIGMA = 5.0
+DEFAULT_FLAG_SIGMA = 4.0
 """An exposure whose source or background significance exceeds this is flagged, in sigma."""
 
 
@@ -47,8 +47,8 @@ class RankRecord:
     def anomaly_sigma(self) -> float:
         """The largest of the indicators' significances: what the ranking sorts on."""
         s = self.score
-        vals = [v for v in (s.source.sigma, s.profile.sigma, s.background.sigma, s.large_scale.sigma, s.line_sigma)
-                if not math.isnan(v)]
+        vals = [getattr(s, name).sigma for name in INDICATOR_NAMES]
+        vals = [v for v in vals if not math.isnan(v)]
         return max(vals) if vals else float("nan")
 
     def to_dict(self, n_worst: int = 3) -> dict:
@@ -68,8 +68,8 @@ class RankRecord:
             "profile_sigma": _num(s.profile.sigma),
             "large_scale_kl": _num(s.large_scale.kl),
             "large_scale_sigma": _num(s.large_scale.sigma),
-            "line_z": _num(s.line_z),
-            "line_sigma": _num(s.line_sigma),
+            "line_z": _num(s.line.kl),
+            "line_sigma": _num(s.line.sigma),
             "source_kl_corrected": _num(s.source.kl_corrected),
             "background_kl_corrected": _num(s.background.kl_corrected),
             "flags": self.flags,
@@ -92,11 +92,9 @@ def flags_for(score: ExposureScore, flag_sigma: float) -> list[str]:
     named = (
         ("source_orientation", score.source), ("source_profile", score.profile),
         ("background_gradient", score.background), ("background_large_scale", score.large_scale),
+        ("linear_feature", score.line),
     )
-    flags = [name for name, ind in named if ind.sigma > flag_sigma]
-    if score.line_sigma > flag_sigma:
-        flags.append("linear_feature")
-    return flags
+    return [name for name, ind in named if ind.sigma > flag_sigma]
 
 
 def _num(x: float, digits: int = 6):

@@ -21,7 +21,7 @@ def night(tmp_path_factory):
 def test_rank_jsonl_contract(night, tmp_path):
     ref = tmp_path / "ref.json"
     result = runner.invoke(app, ["rank", *map(str, night.values()), "--format", "jsonl", "--save-reference", str(ref),
-                                 "--plots", str(tmp_path / "plots")])
+                                 "--plots", str(tmp_path / "plots"), "--flag-sigma", "3"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 7
