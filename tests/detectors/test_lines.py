@@ -46,3 +46,21 @@ def test_angles_skip_the_axes():
     assert not np.any((deg < 3) | (np.abs(deg - 90) < 3) | (deg > 177))
     with pytest.raises(ValueError, match="2-D"):
         max_line_significance(np.zeros(5))
+
+
+@pytest.mark.parametrize("kind", ["random", "nan", "constant", "tiny", "trail"])
+def test_kernel_matches_numpy_twin(kind):
+    from obsqc.detectors.lines import _max_line_z
+    from tests.reference.lines import max_line_z
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(0, 1, (40, 56) if kind != "tiny" else (12, 12))
+    if kind == "nan":
+        img[5:15, 10:30] = np.nan
+    elif kind == "constant":
+        img[:] = 2.0
+    elif kind == "trail":
+        img += trail(img.shape, 33.0, 1.5)
+    angles = line_angles(7.0, 3.0)
+    got = _max_line_z(np.ascontiguousarray(img), angles, 4)
+    assert got == pytest.approx(max_line_z(img, angles, 4), rel=1e-10, abs=1e-12)
