@@ -61,6 +61,16 @@ def _row_coefficients(coeffs, y, ny):
 
 
 @njit(cache=True, nogil=True)
+def _columns_u(nx, n):
+    """Normalised coordinate u of the first ``n`` columns of an image ``nx`` wide (see the module docstring)."""
+    du = 2.0 / (nx - 1) if nx > 1 else 0.0
+    us = np.empty(n, np.float64)
+    for x in range(n):
+        us[x] = x * du - 1.0 if nx > 1 else 0.0
+    return us
+
+
+@njit(cache=True, nogil=True)
 def _draw_samples(image, bad_mask, use_mask, saturate, n_samples, max_tries, seed):
     """Draw up to n_samples random pixels that are finite, unmasked and below saturate.
 

@@ -24,30 +24,42 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from obsqc.detectors.background import _row_coefficients
+from obsqc.detectors.background import _columns_u, _row_coefficients
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
 def _clipped_block_means(image, coeffs, bad, use_mask, saturate, factor, limit):
-    """R_IJ of the module docstring; never raises. ``limit`` = clip_sigma * sigma (data units)."""
+    """R_IJ of the module docstring; never raises. ``limit`` = clip_sigma * sigma (data units).
+
+    The background is evaluated once per row; sums may be reassociated by the compiler (fastmath
+    "reassoc"), so the last bits can differ from a strict left-to-right sum.
+    """
     ny, nx = image.shape
     by = ny // factor
     bx = nx // factor
     sums = np.zeros((by, bx), np.float64)
     counts = np.zeros((by, bx), np.int64)
-    du = 2.0 / (nx - 1) if nx > 1 else 0.0
+    w = bx * factor
+    us = _columns_u(nx, w)
+    bg = np.empty(w, np.float64)
     for y in range(by * factor):
         a, b, c = _row_coefficients(coeffs, y, ny)
+        for x in range(w):
+            bg[x] = a + us[x] * (b + c * us[x])
         row = y // factor
-        for x in range(bx * factor):
-            v = image[y, x]
-            if not (v < saturate) or (use_mask and bad[y, x]):
-                continue  # also drops NaN
-            u = x * du - 1.0 if nx > 1 else 0.0
-            r = v - (a + u * (b + c * u))
-            if -limit <= r <= limit:
-                sums[row, x // factor] += r
-                counts[row, x // factor] += 1
+        for i in range(bx):
+            acc = 0.0
+            n = 0
+            for x in range(i * factor, (i + 1) * factor):
+                v = image[y, x]
+                r = v - bg[x]
+                ok = (v < saturate) and (-limit <= r) and (r <= limit)
+                if use_mask and bad[y, x]:
+                    ok = False
+                acc += r if ok else 0.0
+                n += 1 if ok else 0
+            sums[row, i] += acc
+            counts[row, i] += n
     out = np.empty((by, bx), np.float32)
     half = (factor * factor) // 2
     for j in range(by):

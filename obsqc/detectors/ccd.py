@@ -18,7 +18,7 @@ from obsqc.detectors.binning import clipped_block_means
 from obsqc.detectors.config import DetectorParams
 from obsqc.detectors.divergence import angle_histogram
 from obsqc.detectors.gradients import gradient_angles, patch_side
-from obsqc.detectors.lines import max_line_significance
+from obsqc.detectors.lines import max_line_significance, rebin_for_lines
 from obsqc.detectors.sources import find_sources, usable
 from obsqc.detectors.structure import offset_histogram, peak_offsets
 
@@ -69,6 +69,8 @@ def measure_ccd(
     the same numbers. Raises ``ValueError`` when the image has too few usable pixels.
     """
     t0 = time.perf_counter()
+    if saturate is not None:
+        saturate = float(saturate) - params.saturate_margin_rel * abs(float(saturate))
     background = fit_background(
         image, mask=mask, saturate=saturate, n_samples=params.background_n_samples,
         trim_fraction=params.background_trim_fraction, clip_sigma=params.background_clip_sigma, seed=seed,
@@ -93,7 +95,7 @@ def measure_ccd(
     )
     if min(binned.shape) >= params.coarse_min_blocks:
         coarse = _coarse_angles(binned, params, seed + 2)
-        line_z = max_line_significance(binned)
+        line_z = max_line_significance(rebin_for_lines(binned, params.line_max_side_blocks))
     else:  # too small a CCD for these two indicators: they stay empty (NaN at exposure level)
         coarse, line_z = np.empty(0), float("nan")
     t4 = time.perf_counter()

@@ -87,6 +87,9 @@ COARSE_MIN_BLOCKS: int = 64
 """The large-scale and line indicators need a binned residual at least this many blocks on a side
 (512 px at the default factor): on fewer blocks their null scatter is too wide to calibrate, blocks."""
 
+LINE_MAX_SIDE_BLOCKS: int = 160
+"""The line search halves the block grid until its shorter side is at most this, blocks."""
+
 COARSE_BINS: int = 16
 """Bins of the large-scale gradient-angle histogram over (-pi/2, pi/2], count."""
 
@@ -106,8 +109,9 @@ fall in the last bin, dimensionless."""
 HISTOGRAM_PSEUDOCOUNT: float = 0.5
 """Pseudo-count added to every histogram bin so that no KL term is infinite, counts."""
 
-MIN_CCD_SIZE: int = 32
-"""Smallest CCD side the detectors accept, pixels."""
+SATURATE_MARGIN_REL: float = 1e-4
+"""Pixels within this fraction below SATURATE count as saturated: lossy tile compression (RICE_1 on
+float data) quantises a clipped pixel to within a fraction of an ADU of the level, dimensionless."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +141,10 @@ class DetectorParams:
     coarse_n_points: int = COARSE_N_POINTS
     coarse_min_blocks: int = COARSE_MIN_BLOCKS
     coarse_bins: int = COARSE_BINS
+    line_max_side_blocks: int = LINE_MAX_SIDE_BLOCKS
     source_bins: int = SOURCE_BINS
     background_bins: int = BACKGROUND_BINS
     profile_bins: int = PROFILE_BINS
     profile_max_offset: float = PROFILE_MAX_OFFSET
     histogram_pseudocount: float = HISTOGRAM_PSEUDOCOUNT
+    saturate_margin_rel: float = SATURATE_MARGIN_REL

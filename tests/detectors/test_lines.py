@@ -64,3 +64,15 @@ def test_kernel_matches_numpy_twin(kind):
     angles = line_angles(7.0, 3.0)
     got = _max_line_z(np.ascontiguousarray(img), angles, 4)
     assert got == pytest.approx(max_line_z(img, angles, 4), rel=1e-10, abs=1e-12)
+
+
+def test_rebinning_keeps_a_trail_and_ignores_nan():
+    from obsqc.detectors.lines import rebin_for_lines
+
+    img = np.random.default_rng(4).normal(0, 1, (256, 512)) + trail((256, 512), 25.0, 1.0, width=1.5)
+    img[0, 0] = np.nan  # one NaN in a 2x2 group: the other three still average
+    img[10:12, 10:12] = np.nan  # a whole group: stays NaN
+    small = rebin_for_lines(img, 160)
+    assert small.shape == (128, 256) and np.isfinite(small[0, 0]) and np.isnan(small[5, 5])
+    assert max_line_significance(small) > 10.0
+    assert rebin_for_lines(img, 300).shape == img.shape  # already small enough: unchanged

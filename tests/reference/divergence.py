@@ -6,9 +6,11 @@ import numpy as np
 
 
 def fold_axial(theta):
-    """Angles modulo pi, in (-pi/2, pi/2]."""
-    t = np.mod(np.asarray(theta, float), np.pi)
-    return np.where(t > np.pi / 2, t - np.pi, t)
+    """Angles modulo pi, in (-pi/2, pi/2]; angles already in range are returned untouched."""
+    theta = np.asarray(theta, float)
+    t = np.mod(theta, np.pi)
+    t = np.where(t > np.pi / 2, t - np.pi, t)
+    return np.where((theta > -np.pi / 2) & (theta <= np.pi / 2), theta, t)
 
 
 def angle_histogram(theta, bins):
