@@ -42,22 +42,28 @@ def _clipped_block_means(image, coeffs, bad, use_mask, saturate, factor, limit):
     w = bx * factor
     us = _columns_u(nx, w)
     bg = np.empty(w, np.float64)
+    kept = np.empty(w, np.float64)
+    good = np.empty(w, np.int64)
     for y in range(by * factor):
         a, b, c = _row_coefficients(coeffs, y, ny)
-        for x in range(w):
-            bg[x] = a + us[x] * (b + c * us[x])
+        for x in range(w):  # branch-free, so the compiler vectorises it
+            v = image[y, x]
+            r = v - (a + us[x] * (b + c * us[x]))
+            ok = (v < saturate) & (r >= -limit) & (r <= limit)
+            kept[x] = r if ok else 0.0
+            good[x] = 1 if ok else 0
+        if use_mask:
+            for x in range(w):
+                if bad[y, x]:
+                    kept[x] = 0.0
+                    good[x] = 0
         row = y // factor
         for i in range(bx):
             acc = 0.0
             n = 0
             for x in range(i * factor, (i + 1) * factor):
-                v = image[y, x]
-                r = v - bg[x]
-                ok = (v < saturate) and (-limit <= r) and (r <= limit)
-                if use_mask and bad[y, x]:
-                    ok = False
-                acc += r if ok else 0.0
-                n += 1 if ok else 0
+                acc += kept[x]
+                n += good[x]
             sums[row, i] += acc
             counts[row, i] += n
     out = np.empty((by, bx), np.float32)

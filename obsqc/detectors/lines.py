@@ -25,8 +25,6 @@ margin of an axis (about 7% of trails at the default 3 degrees) is missed by thi
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from numba import njit
 
@@ -105,6 +103,16 @@ def _max_line_z(resid, angles, min_count):
     return best
 
 
+def _nanmedian_or_zero(a: np.ndarray, axis: int) -> np.ndarray:
+    """NaN-ignoring median along ``axis``; 0 for an all-NaN line (no warning, safe in threads)."""
+    out = np.zeros(a.shape[1 - axis])
+    has = np.isfinite(a).any(axis=axis)
+    if has.any():
+        sub = a[:, has] if axis == 0 else a[has, :]
+        out[has] = np.nanmedian(sub, axis=axis)
+    return out
+
+
 def rebin_for_lines(binned: np.ndarray, max_side: int) -> np.ndarray:
     """Average 2x2 groups of blocks (ignoring NaN) until the shorter side is at most ``max_side``.
 
@@ -115,9 +123,11 @@ def rebin_for_lines(binned: np.ndarray, max_side: int) -> np.ndarray:
     while min(out.shape) > max_side:
         by, bx = out.shape[0] // 2, out.shape[1] // 2
         quads = out[: 2 * by, : 2 * bx].reshape(by, 2, bx, 2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN groups stay NaN
-            out = np.nanmean(quads, axis=(1, 3))
+        finite = np.isfinite(quads)
+        counts = finite.sum(axis=(1, 3))
+        sums = np.where(finite, quads, 0.0).sum(axis=(1, 3))
+        out = np.full((by, bx), np.nan)
+        np.divide(sums, counts, out=out, where=counts > 0)  # all-NaN groups stay NaN
     return out
 
 
@@ -149,10 +159,8 @@ def max_line_significance(
         return float("nan")
     # Remove what runs exactly along the detector axes (bad columns, amplifier and row offsets): the
     # median of a whole row or column of blocks ignores a trail that only crosses it.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows or columns
-        binned = binned - np.nan_to_num(np.nanmedian(binned, axis=0))[None, :]
-        binned = binned - np.nan_to_num(np.nanmedian(binned, axis=1))[:, None]
+    binned = binned - _nanmedian_or_zero(binned, axis=0)[None, :]
+    binned = binned - _nanmedian_or_zero(binned, axis=1)[:, None]
     # Winsorise at +-clip_sigma block sigmas: one bright galaxy or star halo then adds at most a short
     # segment of clipped blocks to a strip, whereas a trail runs the whole strip.
     finite = binned[np.isfinite(binned)]
