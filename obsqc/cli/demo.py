@@ -44,20 +44,16 @@ def demo(
         task = progress.add_task("measuring and ranking", total=len(files))
         result = rank_files([str(f) for f in files], threads=2, on_progress=lambda _p: progress.advance(task))
 
-    table = Table(title=f"{len(files)} simulated exposures ranked by anomaly significance (the Entropy Method)")
-    for col in ("rank", "exposure", "sources", "source KL", "source σ", "profile σ", "bkg KL", "bkg σ", "large σ", "line σ",
-                "flags", "truth"):
+    table = Table(title=f"{len(files)} simulated exposures ranked by anomaly significance (σ per indicator)")
+    for col in ("rank", "exposure", "sources", "orient", "profile", "bkg", "large", "line", "flags", "truth"):
         table.add_column(col, justify="left" if col in ("exposure", "flags", "truth") else "right")
     for rec in result.records:
         s = rec.score
         anomaly, strength = truth.get(Path(rec.file).name, ("?", "?"))
         label = "normal" if anomaly == "none" else f"{anomaly} ({strength})"
-        table.add_row(
-            str(rec.rank), s.exposure_id, str(s.n_sources), f"{s.source.kl:.4f}", f"{s.source.sigma:.1f}",
-            f"{s.profile.sigma:.1f}", f"{s.background.kl:.4f}", f"{s.background.sigma:.1f}", f"{s.large_scale.sigma:.1f}",
-            f"{s.line.sigma:.1f}", "\n".join(rec.flags) or "ok",
-            label, style="bold red" if rec.flags else None,
-        )
+        sig = [f"{getattr(s, name).sigma:.1f}" for name in ("source", "profile", "background", "large_scale", "line")]
+        table.add_row(str(rec.rank), s.exposure_id, str(s.n_sources), *sig, "\n".join(rec.flags) or "ok", label,
+                      style="bold red" if rec.flags else None)
     console.print(table)
     plots_dir = out / "plots"
     written = [plot_exposure(r, result.reference, plots_dir) for r in result.records if r.flags]

@@ -20,6 +20,8 @@ deterministically (Fourier transforms, drawing), so it needs no seed of its own.
 
 from __future__ import annotations
 
+import datetime
+
 import math
 from dataclasses import dataclass, field
 
@@ -175,11 +177,19 @@ def _fmt(v):
     return str(v)[:40]
 
 
+def _isot_from_mjd(mjd: float) -> str:
+    """ISO date of an MJD, to the millisecond. Plain calendar arithmetic (leap seconds ignored, as a
+    simulator may): astropy's UTC conversion warns about "dubious years" past its leap-second table."""
+    moment = _MJD_EPOCH + datetime.timedelta(days=float(mjd))
+    return moment.isoformat(timespec="milliseconds")
+
+
+_MJD_EPOCH = datetime.datetime(1858, 11, 17)
+
+
 def primary_header(truth: ExposureTruth, ccds: tuple[CCD, ...]) -> fits.Header:
     """Primary header: the contract cards (EXPNUM, INSTRUME, FILTER, MJD-OBS, EXPTIME) plus
     ``OBSQCSIM`` truth cards for humans (detectors must not read them)."""
-    from astropy.time import Time
-
     from obsqc.sim.config import INSTRUMENT, PIXEL_SCALE, TELESCOPE
 
     c = truth.conditions
@@ -190,7 +200,7 @@ def primary_header(truth: ExposureTruth, ccds: tuple[CCD, ...]) -> fits.Header:
     h["OBSTYPE"] = ("object", "observation type")
     h["FILTER"] = (c.band, "filter / band")
     h["MJD-OBS"] = (round(c.mjd, 8), "MJD of exposure start")
-    h["DATE-OBS"] = (Time(c.mjd, format="mjd", scale="utc").isot, "UTC of exposure start")
+    h["DATE-OBS"] = (_isot_from_mjd(c.mjd), "UTC of exposure start")
     h["EXPTIME"] = (c.exptime, "exposure time, s")
     h["PIXSCAL1"] = (PIXEL_SCALE, "arcsec/pixel")
     h["PIXSCAL2"] = (PIXEL_SCALE, "arcsec/pixel")
