@@ -46,7 +46,8 @@ def demo(
 
     table = Table(title=f"{len(files)} simulated exposures ranked by anomaly significance (σ per indicator)")
     for col in ("rank", "exposure", "sources", "orient", "profile", "bkg", "large", "line", "flags", "truth"):
-        table.add_column(col, justify="left" if col in ("exposure", "flags", "truth") else "right")
+        table.add_column(col, justify="left" if col in ("exposure", "flags", "truth") else "right",
+                         overflow="fold", min_width=22 if col == "flags" else None)
     for rec in result.records:
         s = rec.score
         anomaly, strength = truth.get(Path(rec.file).name, ("?", "?"))

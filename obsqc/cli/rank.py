@@ -91,7 +91,7 @@ def _print_table(rows: list[dict], console) -> None:
                       ("source σ", "right"), ("profile σ", "right"), ("bkg KL", "right"), ("bkg σ", "right"),
                       ("large σ", "right"), ("line σ", "right"), ("flags", "left"),
                       ("worst CCDs", "left")):
-        table.add_column(col, justify=just)
+        table.add_column(col, justify=just, overflow="fold", min_width=22 if col == "flags" else None)
 
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
