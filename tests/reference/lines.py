@@ -11,6 +11,11 @@ def robust_z(t):
     return 0.0 if not mad > 0 else (t.max() - med) / mad
 
 
+def line_z(resid, angles, min_count):
+    """Per-angle twin of obsqc.detectors.lines._line_z."""
+    return np.array([max_line_z(resid, [a], min_count) for a in angles])
+
+
 def max_line_z(resid, angles, min_count):
     by, bx = resid.shape
     jj, ii = np.mgrid[0:by, 0:bx]
