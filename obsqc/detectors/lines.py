@@ -103,13 +103,50 @@ def _line_z(resid, angles, min_count):
     return best
 
 
-def _nanmedian_or_zero(a: np.ndarray, axis: int) -> np.ndarray:
-    """NaN-ignoring median along ``axis``; 0 for an all-NaN line (no warning, safe in threads)."""
-    out = np.zeros(a.shape[1 - axis])
-    has = np.isfinite(a).any(axis=axis)
-    if has.any():
-        sub = a[:, has] if axis == 0 else a[has, :]
-        out[has] = np.nanmedian(sub, axis=axis)
+@njit(cache=True, nogil=True)
+def _subtract_axis_medians(a):
+    """In place: subtract from every column, then every row, the median of its finite values
+    (nothing for an all-NaN line). The median of a whole line ignores a trail that only crosses it."""
+    by, bx = a.shape
+    buf = np.empty(max(by, bx), np.float64)
+    for i in range(bx):
+        n = 0
+        for j in range(by):
+            if np.isfinite(a[j, i]):
+                buf[n] = a[j, i]
+                n += 1
+        if n:
+            med = np.median(buf[:n])
+            for j in range(by):
+                a[j, i] -= med
+    for j in range(by):
+        n = 0
+        for i in range(bx):
+            if np.isfinite(a[j, i]):
+                buf[n] = a[j, i]
+                n += 1
+        if n:
+            med = np.median(buf[:n])
+            for i in range(bx):
+                a[j, i] -= med
+
+
+@njit(cache=True, nogil=True)
+def _rebin2(a):
+    """Mean of each 2x2 group of blocks over its finite values; NaN when none is finite."""
+    by, bx = a.shape[0] // 2, a.shape[1] // 2
+    out = np.empty((by, bx), np.float64)
+    for j in range(by):
+        for i in range(bx):
+            total = 0.0
+            n = 0
+            for dy in range(2):
+                for dx in range(2):
+                    v = a[2 * j + dy, 2 * i + dx]
+                    if np.isfinite(v):
+                        total += v
+                        n += 1
+            out[j, i] = total / n if n else np.nan
     return out
 
 
@@ -121,13 +158,7 @@ def rebin_for_lines(binned: np.ndarray, max_side: int) -> np.ndarray:
     """
     out = np.asarray(binned, dtype=np.float64)
     while min(out.shape) > max_side:
-        by, bx = out.shape[0] // 2, out.shape[1] // 2
-        quads = out[: 2 * by, : 2 * bx].reshape(by, 2, bx, 2)
-        finite = np.isfinite(quads)
-        counts = finite.sum(axis=(1, 3))
-        sums = np.where(finite, quads, 0.0).sum(axis=(1, 3))
-        out = np.full((by, bx), np.nan)
-        np.divide(sums, counts, out=out, where=counts > 0)  # all-NaN groups stay NaN
+        out = _rebin2(out)
     return out
 
 
@@ -163,8 +194,8 @@ def max_line_significance(
         return float("nan")
     # Remove what runs exactly along the detector axes (bad columns, amplifier and row offsets): the
     # median of a whole row or column of blocks ignores a trail that only crosses it.
-    binned = binned - _nanmedian_or_zero(binned, axis=0)[None, :]
-    binned = binned - _nanmedian_or_zero(binned, axis=1)[:, None]
+    binned = np.array(binned, dtype=np.float64)  # a copy: the medians are subtracted in place
+    _subtract_axis_medians(binned)
     # Winsorise at +-clip_sigma block sigmas: one bright galaxy or star halo then adds at most a short
     # segment of clipped blocks to a strip, whereas a trail runs the whole strip.
     finite = binned[np.isfinite(binned)]
