@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from pathlib import Path
 
 import typer
+
+
+SHORT_FLAG = {
+    "source_orientation": "orient", "source_profile": "profile", "background_gradient": "bkg",
+    "background_large_scale": "large", "linear_feature": "line",
+}
+"""Flag names as the demo table's column headers spell them (``obsqc rank`` prints the full names)."""
 
 
 def demo(
@@ -26,7 +34,7 @@ def demo(
     from obsqc.service.rank import rank_files
     from obsqc.sim import simulate_night
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     t0 = time.perf_counter()
     jit_s = warm_up()
     console.print(f"numba kernels ready in {jit_s:.1f} s (compiled once, then loaded from the on-disk cache)")
@@ -46,16 +54,18 @@ def demo(
 
     table = Table(title=f"{len(files)} simulated exposures ranked by anomaly significance (σ per indicator)")
     for col in ("rank", "exposure", "sources", "orient", "profile", "bkg", "large", "line", "flags", "truth"):
-        table.add_column(col, justify="left" if col in ("exposure", "flags", "truth") else "right",
-                         overflow="fold", min_width=22 if col == "flags" else None)
+        table.add_column(col, justify="left" if col in ("exposure", "flags", "truth") else "right", overflow="fold")
     for rec in result.records:
         s = rec.score
         anomaly, strength = truth.get(Path(rec.file).name, ("?", "?"))
         label = "normal" if anomaly == "none" else f"{anomaly} ({strength})"
         sig = [f"{getattr(s, name).sigma:.1f}" for name in ("source", "profile", "background", "large_scale", "line")]
-        table.add_row(str(rec.rank), s.exposure_id, str(s.n_sources), *sig, "\n".join(rec.flags) or "ok", label,
+        flags = ", ".join(SHORT_FLAG.get(f, f) for f in rec.flags) or "ok"
+        table.add_row(str(rec.rank), s.exposure_id, str(s.n_sources), *sig, flags, label,
                       style="bold red" if rec.flags else None)
     console.print(table)
+    console.print("σ columns: orient = source orientation (paper eq. 1-5), profile = source peak offset, "
+                  "bkg = background gradients (paper eq. 6-8), large = large-scale gradients, line = straight lines")
     plots_dir = out / "plots"
     written = [plot_exposure(r, result.reference, plots_dir) for r in result.records if r.flags]
     n_bad = sum(1 for a, _ in truth.values() if a != "none")
