@@ -17,6 +17,11 @@ KL does not shrink to zero as N grows: E[G] = (bins - 1) + 2 N KL_0, hence kappa
 kappa is estimated from normal data (:func:`build_reference`), robustly, so a few anomalies in the set
 do not move it. The background indicator of an exposure sums G over its CCDs, with
 ``n_ccds * (bins - 1)`` degrees of freedom; its raw KL is the paper's mean over CCDs.
+
+Finally every exposure-level significance is standardised by the robust location and scatter it has
+over the reference set (never towards more significance), so that normal data that scatter more than
+the analytic null keep their false-alarm rate and the five indicators share one scale; the ranking
+score is the largest of them.
 """
 
 from __future__ import annotations
