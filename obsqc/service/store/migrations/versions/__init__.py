@@ -1,0 +1,1 @@
+"""Alembic revisions of the verdict store (one module per revision)."""

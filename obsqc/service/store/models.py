@@ -1,0 +1,127 @@
+"""Tables of the verdict store (SQLAlchemy 2 typed ORM).
+
+``exposures`` holds one row per exposure id: its lifecycle (``status``), the verdict, and per indicator
+of :data:`obsqc.detectors.scoring.INDICATOR_NAMES` the raw statistic (``<name>_kl``; for ``line`` the
+raw z, ``line_z``) and the standardised significance (``<name>_sigma``, sigma units). ``ccd_results``
+holds the per-CCD numbers, ``references`` one reference distribution per (instrument, band).
+Every timestamp is stored timezone-aware and read back in UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["Base", "CCDResult", "ExposureRow", "ReferenceRow", "STATUSES", "VERDICTS", "UTCDateTime", "utcnow"]
+
+STATUSES = ("queued", "running", "done", "rejected", "error")
+"""Lifecycle of an exposure in the service."""
+
+VERDICTS = ("ok", "warn", "bad", "calibrating", "rejected", "error")
+"""Verdicts of a finished exposure (``None`` while queued or running)."""
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware timestamp, always returned in UTC (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"timestamp {value!r} has no timezone; pass an aware datetime (UTC)")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the verdict store; its metadata is what the Alembic revisions build."""
+
+
+class ExposureRow(Base):
+    """One exposure: what was received, where it stands, and its scores."""
+
+    __tablename__ = "exposures"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    instrument: Mapped[str | None] = mapped_column(String(64))
+    band: Mapped[str | None] = mapped_column(String(32))
+    mjd: Mapped[float | None] = mapped_column(Float)
+    exptime_s: Mapped[float | None] = mapped_column(Float)
+    path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reason: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    n_sources: Mapped[int | None] = mapped_column(Integer)
+    source_kl: Mapped[float | None] = mapped_column(Float)
+    source_sigma: Mapped[float | None] = mapped_column(Float)
+    profile_kl: Mapped[float | None] = mapped_column(Float)
+    profile_sigma: Mapped[float | None] = mapped_column(Float)
+    background_kl: Mapped[float | None] = mapped_column(Float)
+    background_sigma: Mapped[float | None] = mapped_column(Float)
+    large_scale_kl: Mapped[float | None] = mapped_column(Float)
+    large_scale_sigma: Mapped[float | None] = mapped_column(Float)
+    line_z: Mapped[float | None] = mapped_column(Float)
+    line_sigma: Mapped[float | None] = mapped_column(Float)
+
+    ccds: Mapped[list["CCDResult"]] = relationship(
+        back_populates="exposure", cascade="all, delete-orphan", order_by="CCDResult.ccd", lazy="selectin"
+    )
+
+    __table_args__ = (
+        Index("ix_exposures_received_at_id", "received_at", "id"),
+        Index("ix_exposures_instrument_band", "instrument", "band"),
+        Index("ix_exposures_verdict", "verdict"),
+    )
+
+
+class CCDResult(Base):
+    """Per-CCD numbers of one exposure (one row per CCD)."""
+
+    __tablename__ = "ccd_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    exposure_id: Mapped[str] = mapped_column(ForeignKey("exposures.id", ondelete="CASCADE"), index=True)
+    ccd: Mapped[str] = mapped_column(String(64))
+    background_kl: Mapped[float | None] = mapped_column(Float)
+    background_sigma: Mapped[float | None] = mapped_column(Float)
+    large_scale_sigma: Mapped[float | None] = mapped_column(Float)
+    line_z: Mapped[float | None] = mapped_column(Float)
+    n_sources: Mapped[int | None] = mapped_column(Integer)
+
+    exposure: Mapped[ExposureRow] = relationship(back_populates="ccds")
+
+    __table_args__ = (UniqueConstraint("exposure_id", "ccd", name="uq_ccd_results_exposure_ccd"),)
+
+
+class ReferenceRow(Base):
+    """The reference of one (instrument, band): ``payload`` is ``Reference.to_json()``."""
+
+    __tablename__ = "references"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instrument: Mapped[str] = mapped_column(String(64))
+    band: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    n_exposures: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("instrument", "band", name="uq_references_instrument_band"),)
