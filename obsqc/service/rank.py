@@ -17,6 +17,7 @@ from obsqc.detectors.config import DetectorParams
 from obsqc.detectors.scoring import INDICATOR_NAMES, ExposureScore, Reference, build_reference, score_exposure
 from obsqc.service.errors import ObsQCError
 from obsqc.service.measure import MeasuredExposure, measure_file
+from obsqc.service.verdict import FLAG_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +89,8 @@ class RankRecord:
 
 
 def flags_for(score: ExposureScore, flag_sigma: float) -> list[str]:
-    """The names of the indicators above ``flag_sigma``."""
-    named = (
-        ("source_orientation", score.source), ("source_profile", score.profile),
-        ("background_gradient", score.background), ("background_large_scale", score.large_scale),
-        ("linear_feature", score.line),
-    )
-    return [name for name, ind in named if ind.sigma > flag_sigma]
+    """The flag names (:data:`obsqc.service.verdict.FLAG_NAMES`) of the indicators above ``flag_sigma``."""
+    return [FLAG_NAMES[name] for name in INDICATOR_NAMES if getattr(score, name).sigma > flag_sigma]
 
 
 def _num(x: float, digits: int = 6):
