@@ -196,6 +196,17 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float | np.ndarray:
     return float(kl) if kl.ndim == 0 else kl
 
 
+def _check_null_args(bins, n, pseudocount) -> tuple[int, np.ndarray, float]:
+    """Validated (bins, n as float64 array, pseudocount >= 0) for the null-distribution formulas."""
+    n = np.asarray(n, dtype=np.float64)
+    if np.any(n < 0):
+        raise ValueError(f"n must be >= 0, got {n}")
+    a = float(pseudocount)
+    if not (a >= 0.0 and np.isfinite(a)):
+        raise ValueError(f"pseudocount must be a finite number >= 0, got {pseudocount!r}")
+    return _check_bins(bins), n, a
+
+
 def _shrinkage(n, bins: int, pseudocount: float):
     """w = N / (N + bins alpha): a smoothed distribution is w P_raw + (1 - w) uniform."""
     return n / (n + bins * pseudocount)
@@ -212,13 +223,7 @@ def kl_bias(bins: int, n, pseudocount: float = 0.0):
     smoothed one (it shrinks towards uniform, which lowers the bias; the formula is exact to first
     order for a near-uniform reference). ``n`` may be an array; ``n = 0`` gives nan.
     """
-    bins = _check_bins(bins)
-    n = np.asarray(n, dtype=np.float64)
-    if np.any(n < 0):
-        raise ValueError(f"n must be >= 0, got {n}")
-    a = float(pseudocount)
-    if not (a >= 0.0 and np.isfinite(a)):
-        raise ValueError(f"pseudocount must be a finite number >= 0, got {pseudocount!r}")
+    bins, n, a = _check_null_args(bins, n, pseudocount)
     with np.errstate(divide="ignore", invalid="ignore"):
         bias = np.where(n > 0, _shrinkage(n, bins, a) ** 2 * (bins - 1) / (2.0 * n), np.nan)
     return float(bias) if bias.ndim == 0 else bias
@@ -240,13 +245,7 @@ def g_statistic(kl, n, bins: int, pseudocount: float = config.HISTOGRAM_PSEUDOCO
     distribution towards uniform by w, so KL shrinks by about w^2 (exact to first order for a
     near-uniform reference); ``pseudocount = 0`` gives the plain G = 2 n KL. nan where n = 0.
     """
-    bins = _check_bins(bins)
-    n = np.asarray(n, dtype=np.float64)
-    if np.any(n < 0):
-        raise ValueError(f"n must be >= 0, got {n}")
-    a = float(pseudocount)
-    if not (a >= 0.0 and np.isfinite(a)):
-        raise ValueError(f"pseudocount must be a finite number >= 0, got {pseudocount!r}")
+    bins, n, a = _check_null_args(bins, n, pseudocount)
     kl = np.maximum(np.asarray(kl, dtype=np.float64), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         g = np.where(n > 0, 2.0 * kl * (n + bins * a) ** 2 / n, np.nan)

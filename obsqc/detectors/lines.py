@@ -104,31 +104,27 @@ def _line_z(resid, angles, min_count):
 
 
 @njit(cache=True, nogil=True)
-def _subtract_axis_medians(a):
-    """In place: subtract from every column, then every row, the median of its finite values
-    (nothing for an all-NaN line). The median of a whole line ignores a trail that only crosses it."""
-    by, bx = a.shape
-    buf = np.empty(max(by, bx), np.float64)
-    for i in range(bx):
+def _subtract_column_medians(a, buf):
+    """In place: subtract from every column of ``a`` the median of its finite values (none if all NaN)."""
+    rows, cols = a.shape
+    for i in range(cols):
         n = 0
-        for j in range(by):
+        for j in range(rows):
             if np.isfinite(a[j, i]):
                 buf[n] = a[j, i]
                 n += 1
         if n:
             med = np.median(buf[:n])
-            for j in range(by):
+            for j in range(rows):
                 a[j, i] -= med
-    for j in range(by):
-        n = 0
-        for i in range(bx):
-            if np.isfinite(a[j, i]):
-                buf[n] = a[j, i]
-                n += 1
-        if n:
-            med = np.median(buf[:n])
-            for i in range(bx):
-                a[j, i] -= med
+
+
+def _subtract_axis_medians(a: np.ndarray) -> None:
+    """In place: subtract the median of every column, then of every row (the transposed view).
+    The median of a whole line ignores a trail that only crosses it."""
+    buf = np.empty(max(a.shape), np.float64)
+    _subtract_column_medians(a, buf)
+    _subtract_column_medians(a.T, buf)
 
 
 @njit(cache=True, nogil=True)
