@@ -40,10 +40,30 @@ class Settings(BaseSettings):
     """Significance (sigma units) at or above which an exposure is flagged ``warn``."""
     bad_sigma: float = 5.0
     """Significance (sigma units) at or above which an exposure is flagged ``bad``."""
+    min_reference_exposures: int = Field(default=10, ge=3)
+    """Normal exposures a reference of one (instrument, band) needs before verdicts leave ``calibrating``."""
+    reference_window: int = Field(default=200, ge=3)
+    """The reference of one (instrument, band) is rebuilt from its most recent this-many member exposures."""
+    upload_max_bytes: int = Field(default=2 * 1024**3, ge=2880)
+    """Largest multipart upload accepted by ``POST /v1/exposures`` (bytes); larger answers 413."""
+    job_timeout_s: int = Field(default=600, ge=1)
+    """Seconds a worker may spend on one exposure before the attempt is killed and retried."""
+    job_retries: int = Field(default=2, ge=0)
+    """Retries of a failed job (with back-off) before its exposure gets the verdict ``error``."""
+    retry_backoff_s: list[int] = Field(default_factory=lambda: [5, 30])
+    """Seconds to wait before each retry (the last value repeats)."""
+    worker_threads: int = Field(default=1, ge=1)
+    """Threads per worker for the CCDs of one exposure (one worker per core is the usual layout)."""
+    worker_ttl_s: int = Field(default=60, ge=15)
+    """Seconds after which a silent worker counts as gone; its job is then retried by another worker."""
+    metrics_dir: Path | None = None
+    """Directory of prometheus-client's multiprocess files; ``None`` means ``<home>/metrics``."""
 
     @model_validator(mode="after")
     def _resolve(self) -> "Settings":
         self.home = Path(self.home).expanduser()
+        if self.metrics_dir is None:
+            self.metrics_dir = self.home / "metrics"
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.home / 'obsqc.db'}"
         if self.bad_sigma < self.warn_sigma:
