@@ -14,7 +14,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "CCDResult", "ExposureRow", "ReferenceRow", "STATUSES", "VERDICTS", "UTCDateTime", "utcnow"]
+__all__ = ["Base", "CCDResult", "ExposureRow", "ReferenceMember", "ReferenceRow", "STATUSES", "VERDICTS", "UTCDateTime", "utcnow"]
 
 STATUSES = ("queued", "running", "done", "rejected", "error")
 """Lifecycle of an exposure in the service."""
@@ -81,6 +81,11 @@ class ExposureRow(Base):
     large_scale_sigma: Mapped[float | None] = mapped_column(Float)
     line_z: Mapped[float | None] = mapped_column(Float)
     line_sigma: Mapped[float | None] = mapped_column(Float)
+    n_ccds: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    """Worker attempts so far (1 on a first-time success)."""
+    timings: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    """Seconds per step of the worker job (read_measure, score, store, ...)."""
 
     ccds: Mapped[list["CCDResult"]] = relationship(
         back_populates="exposure", cascade="all, delete-orphan", order_by="CCDResult.ccd", lazy="selectin"
@@ -125,3 +130,27 @@ class ReferenceRow(Base):
     payload: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("instrument", "band", name="uq_references_instrument_band"),)
+
+
+class ReferenceMember(Base):
+    """One exposure a reference of (instrument, band) is built from: its measured histograms.
+
+    ``stats`` is :func:`obsqc.service.calibration.stats_to_json` of the exposure's statistics;
+    ``source`` says how it got in: ``archive`` (``obsqc calibrate``) or ``live`` (judged normal).
+    """
+
+    __tablename__ = "reference_members"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instrument: Mapped[str] = mapped_column(String(64))
+    band: Mapped[str] = mapped_column(String(32))
+    exposure_id: Mapped[str] = mapped_column(String(128))
+    added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(16))
+    n_sources: Mapped[int] = mapped_column(Integer)
+    stats: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("instrument", "band", "exposure_id", name="uq_reference_members_exposure"),
+        Index("ix_reference_members_instrument_band_id", "instrument", "band", "id"),
+    )

@@ -134,17 +134,20 @@ def record_verdict(
     exposure_id: str,
     *,
     verdict: str,
-    flags: list[str] | tuple[str, ...] = (),
+    flags: list | tuple = (),
     score: ExposureScore | None,
     reason: str | None = None,
     started_at: dt.datetime | None = None,
     finished_at: dt.datetime | None = None,
+    timings: dict[str, float] | None = None,
+    attempts: int | None = None,
 ) -> ExposureRow:
     """Store the verdict of ``exposure_id`` with its scores and per-CCD rows.
 
     Idempotent: a second call overwrites the same row and replaces its CCD rows. The status follows
     the verdict (``rejected`` and ``error`` keep their name, every other verdict means ``done``). An
-    exposure never received is created (and logged), so that no verdict is lost.
+    exposure never received is created (and logged), so that no verdict is lost. ``flags`` is a list of
+    JSON-ready flags (names, or objects with ``name``, ``sigma``, ``ccds`` and ``reason``).
     """
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
@@ -161,6 +164,10 @@ def record_verdict(
         row.started_at = started_at
     row.finished_at = finished_at or utcnow()
     row.n_sources = score.n_sources if score is not None else None
+    row.n_ccds = score.n_ccds if score is not None else None
+    row.timings = {k: round(float(v), 6) for k, v in timings.items()} if timings else None
+    if attempts is not None:
+        row.attempts = attempts
     for name in ("source", "profile", "background", "large_scale", "line"):
         indicator = getattr(score, name) if score is not None else None
         raw_column = "line_z" if name == "line" else f"{name}_kl"
