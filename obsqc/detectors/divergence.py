@@ -264,7 +264,14 @@ def chi2_sigma(g, dof):
     dof = np.asarray(dof, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(g) & (dof > 0)
-        log_p = stats.chi2.logsf(np.where(valid, np.maximum(g, 0.0), 0.0), np.where(valid, dof, 1.0))
+        g_ok, dof_ok = np.where(valid, np.maximum(g, 0.0), 0.0), np.where(valid, dof, 1.0)
+        # special.chdtrc is the plain survival function (a ufunc, ~100x faster than stats.chi2.logsf);
+        # only where it underflows is the log-space tail of scipy.stats needed.
+        p = special.chdtrc(dof_ok, g_ok)
+        tiny = p < 1e-280
+        log_p = np.log(np.where(tiny, 1.0, p))
+        if np.any(tiny):
+            log_p = np.where(tiny, stats.chi2.logsf(np.where(tiny, g_ok, 0.0), dof_ok), log_p)
         s = np.clip(-special.ndtri_exp(log_p), *SIGMA_RANGE)
     s = np.where(valid, s, np.nan)
     return float(s) if s.ndim == 0 else s

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     """Normal exposures a reference of one (instrument, band) needs before verdicts leave ``calibrating``."""
     reference_window: int = Field(default=200, ge=3)
     """The reference of one (instrument, band) is rebuilt from its most recent this-many member exposures."""
+    reference_rebuild_every: int = Field(default=20, ge=1)
+    """Once a reference is ready, it is rebuilt after every this-many new normal members."""
     upload_max_bytes: int = Field(default=2 * 1024**3, ge=2880)
     """Largest multipart upload accepted by ``POST /v1/exposures`` (bytes); larger answers 413."""
     job_timeout_s: int = Field(default=600, ge=1)
@@ -56,6 +58,8 @@ class Settings(BaseSettings):
     """Threads per worker for the CCDs of one exposure (one worker per core is the usual layout)."""
     worker_ttl_s: int = Field(default=60, ge=15)
     """Seconds after which a silent worker counts as gone; its job is then retried by another worker."""
+    write_plots: bool = True
+    """Draw each exposure's summary figure (after its verdict is stored, so it never delays it)."""
     metrics_dir: Path | None = None
     """Directory of prometheus-client's multiprocess files; ``None`` means ``<home>/metrics``."""
 

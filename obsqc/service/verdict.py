@@ -35,14 +35,31 @@ _WHAT = {
 
 
 @dataclass(frozen=True)
+class Flag:
+    """One raised flag: its name (``FLAG_NAMES``), the indicator's significance, the CCDs responsible
+    (worst first; empty for exposure-level indicators) and the sentence for the operator."""
+
+    name: str
+    sigma: float
+    ccds: tuple[str, ...]
+    reason: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready form, as stored in the verdict store and returned by the API."""
+        return {"name": self.name, "sigma": round(float(self.sigma), 3), "ccds": list(self.ccds), "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The judgement of one exposure: ``verdict`` in ok/warn/bad/calibrating, the flags raised, the
-    CCDs named by any flag, and one sentence per flag for the operator."""
+    CCDs named by any flag, and one sentence per flag for the operator; ``details`` holds the
+    :class:`Flag` objects behind ``flags`` (same order)."""
 
     verdict: str
     flags: tuple[str, ...] = ()
     ccds: tuple[str, ...] = ()
     reasons: tuple[str, ...] = field(default=())
+    details: tuple[Flag, ...] = ()
 
 
 def _ccds_above(score: ExposureScore, name: str, threshold: float) -> list[str]:
@@ -72,7 +89,7 @@ def judge(
             f"the reference holds {reference_exposures} of the {min_reference_exposures} normal exposures "
             "it needs; scores are reported but not judged yet",
         ))
-    flags, ccds, reasons = [], [], []
+    flags, ccds, reasons, details = [], [], [], []
     worst = -math.inf
     for name, flag in FLAG_NAMES.items():
         sigma = getattr(score, name).sigma
@@ -84,6 +101,7 @@ def judge(
         ccds.extend(c for c in named if c not in ccds)
         where = f" on CCD{'s' if len(named) > 1 else ''} {', '.join(named)}" if named else ""
         reasons.append(f"{flag} at {sigma:.1f} sigma{where}: {_WHAT[name]}")
+        details.append(Flag(flag, sigma, tuple(named), reasons[-1]))
     if not flags:
         return Verdict("ok")
-    return Verdict("bad" if worst >= bad_sigma else "warn", tuple(flags), tuple(ccds), tuple(reasons))
+    return Verdict("bad" if worst >= bad_sigma else "warn", tuple(flags), tuple(ccds), tuple(reasons), tuple(details))
