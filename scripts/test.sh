@@ -19,4 +19,10 @@ if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ] \
     pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
   done
 fi
+# The metrics tests check the exposition with promtool (Debian package "prometheus"): install it when
+# missing and apt-get is there (best effort; without it that test is skipped, or fails when CI is set).
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null 2>&1 || true
+fi
 exec .venv/bin/python -m pytest -n 2 "$@"
