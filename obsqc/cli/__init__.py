@@ -12,6 +12,7 @@ import typer
 from obsqc.cli import demo as _demo
 from obsqc.cli import rank as _rank
 from obsqc.cli import simulate as _simulate
+from obsqc.cli import worker as _worker
 
 app = typer.Typer(
     name="obsqc",
@@ -30,7 +31,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DE
     )
 
 
-for _module in (_simulate, _rank, _demo):
+for _module in (_simulate, _rank, _demo, _worker):
     _module.register(app)
 
 

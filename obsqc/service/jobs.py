@@ -94,19 +94,6 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _attempt() -> int:
-    """1 for the first attempt of the current RQ job, 2 for its first retry, ..."""
-    from rq import get_current_job
-
-    job = get_current_job()
-    if job is None:
-        return 1
-    attempt = int(job.meta.get("obsqc_attempt", 0)) + 1  # kept in Redis, so it survives a dead worker
-    job.meta["obsqc_attempt"] = attempt
-    job.save_meta()
-    return attempt
-
-
 def _already_judged(ctx: WorkerContext, exposure_id: str) -> dict | None:
     """The summary of an exposure that already has its verdict (a duplicate run is a no-op)."""
     with ctx.sessions()() as session:
@@ -116,13 +103,19 @@ def _already_judged(ctx: WorkerContext, exposure_id: str) -> dict | None:
     return None
 
 
-def _mark_running(ctx: WorkerContext, exposure_id: str, attempt: int) -> None:
+def _mark_running(ctx: WorkerContext, exposure_id: str) -> int:
+    """Mark the exposure running and count the attempt; returns the attempt number (1, 2, ...).
+
+    Counted in the store, not in the RQ job, so a work horse killed mid-job still counts.
+    """
     with ctx.sessions()() as session, session.begin():
         row = session.get(ExposureRow, exposure_id, with_for_update=True)
-        if row is not None:
-            row.status = "running"
-            row.started_at = row.started_at or utcnow()
-            row.attempts = attempt
+        if row is None:
+            return 1
+        row.status = "running"
+        row.started_at = row.started_at or utcnow()
+        row.attempts = (row.attempts or 0) + 1
+        return row.attempts
 
 
 def _score_and_judge(
@@ -174,8 +167,7 @@ def process_exposure(exposure_id: str, path: str) -> dict:
     if done is not None:
         logger.info("exposure %s already has its verdict (%s); nothing to do", exposure_id, done["verdict"])
         return done
-    attempt = _attempt()
-    _mark_running(ctx, exposure_id, attempt)
+    attempt = _mark_running(ctx, exposure_id)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     try:

@@ -257,7 +257,29 @@ def list_exposures(
 
 
 def save_reference(session: Session, instrument: str, band: str, reference: Reference) -> ReferenceRow:
-    """Store the reference of (instrument, band), replacing any earlier one."""
+    """Store the reference of (instrument, band), replacing any earlier one.
+
+    An upsert on SQLite and PostgreSQL, so two workers creating the first reference of the same
+    (instrument, band) at once both succeed (the later write wins) instead of one failing.
+    """
+    values = dict(instrument=instrument, band=band, payload=reference.to_json(), n_exposures=reference.n_exposures,
+                  created_at=utcnow())
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        statement = insert(ReferenceRow).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["instrument", "band"],
+            set_={k: statement.excluded[k] for k in ("payload", "n_exposures", "created_at")},
+        )
+        session.execute(statement)
+        return session.execute(
+            select(ReferenceRow).where(ReferenceRow.instrument == instrument, ReferenceRow.band == band)
+            .execution_options(populate_existing=True)
+        ).scalar_one()
     row = session.execute(
         select(ReferenceRow).where(ReferenceRow.instrument == instrument, ReferenceRow.band == band)
         .with_for_update()
@@ -265,9 +287,8 @@ def save_reference(session: Session, instrument: str, band: str, reference: Refe
     if row is None:
         row = ReferenceRow(instrument=instrument, band=band)
         session.add(row)
-    row.payload = reference.to_json()
-    row.n_exposures = reference.n_exposures
-    row.created_at = utcnow()
+    for key, value in values.items():
+        setattr(row, key, value)
     session.flush()
     return row
 
