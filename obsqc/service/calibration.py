@@ -46,7 +46,7 @@ from obsqc.service.store.models import ReferenceMember
 from obsqc.service.store.repository import load_reference, save_reference
 
 __all__ = [
-    "MemberCCD", "RebuildReport", "add_member", "member_count", "rebuild_reference", "stats_from_json",
+    "CalibrationRun", "MemberCCD", "RebuildReport", "add_member", "calibrate_files", "member_count", "rebuild_reference", "stats_from_json",
     "stats_to_json",
 ]
 
@@ -184,3 +184,55 @@ def _prune(session: Session, instrument: str, band: str, *, keep: int) -> None:
 def current_reference(session: Session, instrument: str, band: str) -> Reference | None:
     """The stored reference of (instrument, band), or None (thin alias of the store's loader)."""
     return load_reference(session, instrument, band)
+
+
+@dataclass(frozen=True)
+class CalibrationRun:
+    """What ``obsqc calibrate`` did: a rebuild report per (instrument, band), new members per key, and
+    the files that could not be measured as (path, reason, message)."""
+
+    reports: dict[tuple[str, str], RebuildReport]
+    added: dict[tuple[str, str], int]
+    failures: list[tuple[str, str, str]]
+
+
+def calibrate_files(
+    paths,
+    sessions,
+    *,
+    window: int,
+    warn_sigma: float,
+    params: DetectorParams = DetectorParams(),
+    threads: int = 1,
+    on_progress=None,
+) -> CalibrationRun:
+    """Seed references from an archive: measure every file, offer it as a member of its (instrument,
+    band), then rebuild each reference touched by the robust rule above. Bad files are reported and
+    skipped; members already stored (same exposure id) are not added twice."""
+    from obsqc.service.errors import ObsQCError
+    from obsqc.service.measure import measure_file
+
+    added: dict[tuple[str, str], int] = {}
+    failures: list[tuple[str, str, str]] = []
+    for path in paths:
+        path = str(path)
+        try:
+            measured = measure_file(path, params=params, threads=threads, id_from_filename=True)
+        except ObsQCError as exc:
+            failures.append((path, getattr(exc, "reason", "invalid"), str(exc)))
+        except (OSError, ValueError) as exc:
+            failures.append((path, "unreadable", str(exc)))
+        else:
+            key = (measured.header.instrument or "unknown", measured.header.band or "unknown")
+            with sessions() as session, session.begin():
+                if add_member(session, *key, measured.stats, source="archive"):
+                    added[key] = added.get(key, 0) + 1
+                else:
+                    added.setdefault(key, 0)
+        if on_progress is not None:
+            on_progress(path)
+    reports = {}
+    for key in added:
+        with sessions() as session, session.begin():
+            reports[key] = rebuild_reference(session, *key, window=window, warn_sigma=warn_sigma, params=params)
+    return CalibrationRun(reports, added, failures)
