@@ -9,9 +9,14 @@ import logging
 
 import typer
 
+from obsqc.cli import db as _db
+from obsqc.cli import calibrate as _calibrate
 from obsqc.cli import demo as _demo
 from obsqc.cli import rank as _rank
+from obsqc.cli import serve as _serve
 from obsqc.cli import simulate as _simulate
+from obsqc.cli import submit as _submit
+from obsqc.cli import up as _up
 from obsqc.cli import worker as _worker
 
 app = typer.Typer(
@@ -31,7 +36,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DE
     )
 
 
-for _module in (_simulate, _rank, _demo, _worker):
+for _module in (_simulate, _rank, _demo, _worker, _serve, _submit, _db, _calibrate, _up):
     _module.register(app)
 
 
