@@ -6,7 +6,7 @@ API start-up) or a re-post of the same exposure queues it later.
 
 A file refused at intake (:class:`InvalidExposureError`) is recorded with the verdict ``rejected``
 when its exposure id is known (from the request), so that operators see it. Such an intake rejection
-(``status == "rejected"`` and never started by a worker) is the one record a later post of the same
+(``status == "rejected"``, never started by a worker: no ``started_at``, no ``attempts``) is the one record a later post of the same
 exposure may replace: the file may have been refused because it was still being copied. Every other
 existing record is returned as it is, and never gets a second job.
 """
@@ -69,7 +69,7 @@ def read_header(path: str | Path, requested_id: str | None) -> ExposureHeader:
 
 
 def _intake_rejection(row: ExposureRow) -> bool:
-    return row.status == "rejected" and row.started_at is None
+    return row.status == "rejected" and row.started_at is None and not row.attempts
 
 
 def record_rejection(state: ApiState, exposure_id: str, exc: InvalidExposureError, path: str | None) -> None:
@@ -81,7 +81,8 @@ def record_rejection(state: ApiState, exposure_id: str, exc: InvalidExposureErro
                 logger.info("exposure %s: refused file (%s) not recorded: the exposure is already %s",
                             exposure_id, exc.reason, row.status)
                 return
-            record_verdict(session, exposure_id, verdict="rejected", score=None, reason=f"{exc.reason}: {exc.message}")
+            record_verdict(session, exposure_id, verdict="rejected", score=None, reason=f"{exc.reason}: {exc.message}",
+                           flags=[{"name": "rejected", "reason": exc.reason}])  # as the worker records it
     except Exception:  # noqa: BLE001 - the client still gets its 422; the store problem goes to the log
         logger.exception("exposure %s: could not record the rejection (%s)", exposure_id, exc.reason)
         return

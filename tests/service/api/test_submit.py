@@ -156,6 +156,7 @@ def test_a_truncated_file_is_rejected_and_recorded_when_the_id_is_known(client, 
     assert_error(r, 422, "truncated")
     shown = client.get("/v1/exposures/5").json()
     assert shown["status"] == "rejected" and shown["verdict"] == "rejected" and shown["reason"].startswith("truncated:")
+    assert shown["flags"] == [{"name": "rejected", "sigma": None, "ccds": [], "reason": "truncated"}]
     assert _queue(redis_url).count == 0
 
     # the copy finished: the same exposure posted again is accepted (an intake rejection is not final)
@@ -164,6 +165,21 @@ def test_a_truncated_file_is_rejected_and_recorded_when_the_id_is_known(client, 
     assert r.status_code == 202 and r.json()["status"] == "queued"
     assert client.get("/v1/exposures/5").json()["verdict"] is None
     assert _queue(redis_url).job_ids == [job_id_for("5")]
+
+
+def test_an_exposure_rejected_by_a_worker_is_final(client, data_root, state, redis_url):
+    import datetime as dt
+
+    from obsqc.service.store import record_received, record_verdict
+
+    path = write_fits(data_root / "e.fits", 11)
+    with state.sessions.begin() as s:
+        record_received(s, "11", path=str(path))
+        record_verdict(s, "11", verdict="rejected", score=None, reason="all_nan: every CCD is NaN",
+                       started_at=dt.datetime.now(dt.UTC), attempts=1)
+    r = client.post("/v1/exposures", json={"path": str(path)}, headers=AUTH)
+    assert r.status_code == 200 and (r.json()["status"], r.json()["verdict"]) == ("rejected", "rejected")
+    assert _queue(redis_url).count == 0
 
 
 def test_a_bad_file_never_overwrites_an_accepted_exposure(client, data_root, state):
