@@ -25,7 +25,7 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def require_token(
+async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> None:

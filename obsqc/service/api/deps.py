@@ -35,8 +35,8 @@ class ApiState:
         self.metrics.close()
 
 
-def get_state(request: Request) -> ApiState:
-    """The app's :class:`ApiState`."""
+async def get_state(request: Request) -> ApiState:
+    """The app's :class:`ApiState` (async: no thread-pool hop for a lookup)."""
     return request.app.state.obsqc
 
 
