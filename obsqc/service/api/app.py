@@ -2,7 +2,8 @@
 
 At start-up (lifespan) it migrates the database to head, opens the engine and the Redis client once
 for the process, switches this process's metrics to the shared multiprocess directory, and queues
-again every exposure the store holds as queued whose job Redis lost (:func:`requeue_stale`).
+again every exposure the store holds as queued whose job Redis lost (:func:`requeue_stale`), and
+deletes unfinished uploads left by a killed server.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from obsqc.service.api.deps import ApiState
 from obsqc.service.api.errors import install_error_handlers
 from obsqc.service.api.intake import requeue_stale
 from obsqc.service.api.routes import health_router, router
+from obsqc.service.api.uploads import sweep_incoming
 from obsqc.service.metrics import setup_metrics
 from obsqc.service.queue import connect, make_queue
 from obsqc.service.settings import Settings, get_settings
@@ -81,6 +83,9 @@ def create_app(settings: Settings | None = None, *, metrics_identity: str | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = open_state(settings, metrics_identity)
         app.state.obsqc = state
+        swept = sweep_incoming(settings.home / "uploads")
+        if swept:
+            logger.warning("deleted %d unfinished upload(s) left by an earlier server", swept)
         try:
             n = requeue_stale(state)
             if n:

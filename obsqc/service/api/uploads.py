@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from obsqc.service.api.errors import ApiError
 from obsqc.service.queue import job_id_for
 
-__all__ = ["FILE_FIELD", "SpooledUpload", "keep_upload", "spool_upload", "upload_path_for"]
+__all__ = ["FILE_FIELD", "SpooledUpload", "keep_upload", "spool_upload", "sweep_incoming", "upload_path_for"]
 
 FILE_FIELD = "file"
 """Name of the multipart part holding the FITS file."""
@@ -55,6 +56,21 @@ class SpooledUpload:
         """Delete the temporary file (no error when already gone)."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def sweep_incoming(upload_dir: Path, older_than_s: float = 3600.0) -> int:
+    """Delete temporary upload files untouched for ``older_than_s`` (left by a killed server); returns
+    how many. A live upload writes its file continuously, so it is never that old."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    with contextlib.suppress(FileNotFoundError), os.scandir(upload_dir) as entries:
+        for entry in entries:
+            if entry.name.startswith(_INCOMING_PREFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+    return removed
 
 
 def upload_path_for(upload_dir: Path, exposure_id: str) -> Path:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
+import httpx
 import sqlalchemy
 from typer.testing import CliRunner
 
 from obsqc.cli import app as cli
+from obsqc.service.redis_embedded import free_tcp_port
 from obsqc.service.store import get_exposure, record_verdict
 from tests.service.api.conftest import TOKEN, write_fits
 
@@ -80,8 +85,6 @@ def test_submit_wait_times_out(server_url, data_root):
 
 
 def test_submit_cannot_reach_the_server(data_root):
-    from obsqc.service.redis_embedded import free_tcp_port
-
     f = write_fits(data_root / "x.fits", 7)
     result = runner.invoke(cli, ["submit", str(f), "--url", f"http://127.0.0.1:{free_tcp_port()}", "--token", TOKEN])
     assert result.exit_code == 1 and "cannot reach" in result.stderr
@@ -102,14 +105,6 @@ def test_db_upgrade_migrates_a_fresh_sqlite_file(tmp_path):
 
 
 def test_serve_runs_the_api_on_the_given_port(tmp_path, database_url, redis_url):
-    import os
-    import subprocess
-    import sys
-
-    import httpx
-
-    from obsqc.service.redis_embedded import free_tcp_port
-
     port = free_tcp_port()
     env = {**os.environ, "OBSQC_HOME": str(tmp_path / "home"), "OBSQC_DATABASE_URL": database_url,
            "OBSQC_REDIS_URL": redis_url, "OBSQC_API_TOKEN": TOKEN}

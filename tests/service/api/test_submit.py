@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import time
 import zlib
 
+import httpx
 import pytest
 import redis
 from rq import Queue
@@ -12,11 +16,14 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
 
+from obsqc.service.api import create_app
 from obsqc.service.api.app import open_state
 from obsqc.service.api.intake import requeue_stale
+from obsqc.service.api.uploads import sweep_incoming
 from obsqc.service.queue import JOB_FUNCTION, QUEUE_NAME, job_id_for
-from obsqc.service.store import ExposureRow, get_exposure
-from tests.service.api.conftest import AUTH, write_fits
+from obsqc.service.redis_embedded import free_tcp_port
+from obsqc.service.store import ExposureRow, get_exposure, record_received, record_verdict
+from tests.service.api.conftest import AUTH, live_server, write_fits
 
 
 def _queue(redis_url) -> Queue:
@@ -62,10 +69,6 @@ def test_a_wrong_token_is_forbidden(client, data_root, state):
 
 
 def test_without_a_configured_token_every_write_is_forbidden(settings, data_root):
-    from tests.service.api.conftest import live_server
-    from obsqc.service.api import create_app
-    import httpx
-
     path = str(write_fits(data_root / "e.fits"))
     app = create_app(settings.model_copy(update={"api_token": None}), metrics_identity="api-test")
     with live_server(app) as url:
@@ -168,10 +171,6 @@ def test_a_truncated_file_is_rejected_and_recorded_when_the_id_is_known(client, 
 
 
 def test_an_exposure_rejected_by_a_worker_is_final(client, data_root, state, redis_url):
-    import datetime as dt
-
-    from obsqc.service.store import record_received, record_verdict
-
     path = write_fits(data_root / "e.fits", 11)
     with state.sessions.begin() as s:
         record_received(s, "11", path=str(path))
@@ -260,11 +259,6 @@ def test_malformed_multipart_is_refused(client, settings):
 
 
 def test_redis_down_answers_503_keeps_the_exposure_queued_and_start_up_requeues_it(settings, data_root, redis_url):
-    from tests.service.api.conftest import live_server
-    from obsqc.service.api import create_app
-    from obsqc.service.redis_embedded import free_tcp_port
-    import httpx
-
     path = write_fits(data_root / "e.fits", 8080)
     down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_tcp_port()}/0"})
     with live_server(create_app(down, metrics_identity="api-test")) as url:
@@ -285,3 +279,17 @@ def test_redis_down_answers_503_keeps_the_exposure_queued_and_start_up_requeues_
     _queue(redis_url).empty()
     with live_server(create_app(settings, metrics_identity="api-test")) as url:  # start-up sweep
         assert _queue(redis_url).job_ids == [job_id_for("8080")]
+
+
+def test_unfinished_uploads_of_a_killed_server_are_swept(tmp_path):
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    (folder / ".incoming-old").write_bytes(b"x")
+    (folder / ".incoming-live").write_bytes(b"x")
+    (folder / "qc-kept.fits").write_bytes(b"x")
+    hour_ago = time.time() - 7200
+    os.utime(folder / ".incoming-old", (hour_ago, hour_ago))
+    os.utime(folder / "qc-kept.fits", (hour_ago, hour_ago))
+    assert sweep_incoming(folder) == 1
+    assert sorted(p.name for p in folder.iterdir()) == [".incoming-live", "qc-kept.fits"]
+    assert sweep_incoming(tmp_path / "missing") == 0
