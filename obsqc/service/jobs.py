@@ -258,10 +258,9 @@ def _failure_kind(exc_type) -> str:
     return "exception"
 
 
-def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
-    """RQ failure callback: count the failure; after the last retry, record the verdict ``error``."""
+def _failed_attempt(job, kind: str, reason: str) -> None:
+    """Count a failed attempt; retried: count the retry; the last one: record the verdict ``error``."""
     ctx = worker_context()
-    kind = _failure_kind(exc_type)
     if ctx.metrics is not None:
         ctx.metrics.job_failed(kind)
     exposure_id = job.args[0] if job.args else None
@@ -270,22 +269,17 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
     if job.should_retry:
         if ctx.metrics is not None:
             ctx.metrics.job_retried()
-        logger.warning("exposure %s: attempt failed (%s: %s); %d retries left", exposure_id, kind, exc_value,
-                       job.retries_left)
+        logger.warning("exposure %s: attempt failed (%s); %d retries left", exposure_id, reason, job.retries_left)
         return
-    _record_error(exposure_id, f"{kind}: {exc_type.__name__ if exc_type else 'failure'}: {exc_value}", kind)
+    _record_error(exposure_id, reason, kind)
+
+
+def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ failure callback: an attempt raised (or timed out, or was abandoned)."""
+    kind = _failure_kind(exc_type)
+    _failed_attempt(job, kind, f"{kind}: {exc_type.__name__ if exc_type else 'failure'}: {exc_value}")
 
 
 def on_work_horse_killed(job, retpid, ret_val, rusage) -> None:
     """RQ hook for a work horse that died from a signal (out of memory, segfault in a library)."""
-    ctx = worker_context()
-    if ctx.metrics is not None:
-        ctx.metrics.job_failed("killed")
-    exposure_id = job.args[0] if job.args else None
-    if exposure_id is None:
-        return
-    if job.should_retry:
-        if ctx.metrics is not None:
-            ctx.metrics.job_retried()
-        return
-    _record_error(exposure_id, f"killed: the worker process died (wait status {ret_val}) while judging it", "killed")
+    _failed_attempt(job, "killed", f"killed: the worker process died (wait status {ret_val}) while judging it")
