@@ -14,18 +14,70 @@ retries the interrupted job on another worker. A worker that dies unexpectedly i
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
+
+from rq import Worker
 
 from obsqc.service.settings import Settings
 
-__all__ = ["run_worker", "run_workers"]
+__all__ = ["release_jobs_of", "run_worker", "run_workers"]
 
 logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> bool:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux only). Returns whether it is set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+    return True
+
+
+def release_jobs_of(redis, worker_name: str) -> list[str]:
+    """Hand back to RQ the jobs that the dead worker ``worker_name`` had started: each one goes through
+    RQ's own abandoned-job path at once (failure callback; retried if it has retries left, else failed).
+
+    Only safe when the dead worker's horse is dead too, which :func:`run_worker` guarantees on Linux;
+    elsewhere nothing is released and RQ's heartbeat timeout does it later."""
+    from rq.job import Job, JobStatus
+    from rq.registry import StartedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    from obsqc.service.queue import make_queue
+
+    if not sys.platform.startswith("linux"):
+        return []
+    queue = make_queue(redis)
+    registry = StartedJobRegistry(queue=queue)
+    released = []
+    for member in redis.zrange(registry.key, 0, -1):
+        job_id = registry.parse_job_id(member)
+        job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer) if Job.exists(job_id, redis) else None
+        if job is None or job.worker_name != worker_name or job.get_status() != JobStatus.STARTED:
+            continue
+        redis.zadd(registry.key, {member: 0}, xx=True)  # expired now: cleanup() treats it as abandoned
+        released.append(job_id)
+    if released:
+        registry.cleanup()
+        logger.warning("worker %s died mid-job; handed back %s", worker_name, ", ".join(released))
+    return released
 
 
 def _warm() -> float:
@@ -38,10 +90,14 @@ def _warm() -> float:
     return seconds
 
 
+def worker_name(group: str, index: int, pid: int) -> str:
+    return f"obsqc-{group}-{index}-{pid}"
+
+
 def run_worker(settings: Settings, *, index: int = 0, burst: bool = False, log_level: str = "WARNING",
-               group: str | None = None) -> None:
-    """Run one RQ worker in this process until it is told to stop (or, with ``burst``, the queue is empty)."""
-    from rq import Worker
+               group: str | None = None, predecessor: str | None = None) -> None:
+    """Run one RQ worker in this process until it is told to stop (or, with ``burst``, the queue is empty).
+    ``predecessor``: the name of a dead worker this one replaces; its unfinished job is handed back first."""
     from rq.serializers import JSONSerializer
 
     from obsqc.service.jobs import on_work_horse_killed, prepare_worker
@@ -52,9 +108,12 @@ def run_worker(settings: Settings, *, index: int = 0, burst: bool = False, log_l
     group = group or f"{socket.gethostname()}-{os.getppid()}"
     prepare_worker(settings, identity=f"worker-{group}-{index}")
     redis = connect(settings.redis_url)
+    if predecessor is not None:
+        release_jobs_of(redis, predecessor)
+    os.register_at_fork(after_in_child=_die_with_parent)  # horse and scheduler die with this worker
     worker = Worker(
         [make_queue(redis)], connection=redis, serializer=JSONSerializer,
-        name=f"obsqc-{group}-{index}-{os.getpid()}",
+        name=worker_name(group, index, os.getpid()),
         worker_ttl=settings.worker_ttl_s, job_monitoring_interval=max(5, settings.worker_ttl_s // 4),
         maintenance_interval=max(15, settings.worker_ttl_s // 2),
         work_horse_killed_handler=on_work_horse_killed,
@@ -62,9 +121,10 @@ def run_worker(settings: Settings, *, index: int = 0, burst: bool = False, log_l
     worker.work(with_scheduler=True, burst=burst, logging_level=log_level)
 
 
-def _child(settings: Settings, index: int, burst: bool, log_level: str, group: str) -> None:
+def _child(settings: Settings, index: int, burst: bool, log_level: str, group: str,
+           predecessor: str | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; RQ installs its SIGTERM handler
-    run_worker(settings, index=index, burst=burst, log_level=log_level, group=group)
+    run_worker(settings, index=index, burst=burst, log_level=log_level, group=group, predecessor=predecessor)
 
 
 def run_workers(settings: Settings, n: int, *, burst: bool = False, log_level: str = "WARNING",
@@ -80,8 +140,8 @@ def run_workers(settings: Settings, n: int, *, burst: bool = False, log_level: s
     stopping = {"signals": 0}
     processes: dict[int, multiprocessing.Process] = {}
 
-    def start(index: int) -> None:
-        process = context.Process(target=_child, args=(settings, index, burst, log_level, group),
+    def start(index: int, predecessor: str | None = None) -> None:
+        process = context.Process(target=_child, args=(settings, index, burst, log_level, group, predecessor),
                                   name=f"obsqc-worker-{index}", daemon=False)
         process.start()
         processes[index] = process
@@ -117,7 +177,7 @@ def run_workers(settings: Settings, n: int, *, burst: bool = False, log_level: s
                     logger.error("worker %d died %d times in a minute; not restarting it", index, len(recent))
                     continue
                 logger.warning("worker %d exited (code %s); restarting it", index, process.exitcode)
-                start(index)
+                start(index, predecessor=worker_name(group, index, process.pid))
         return 1 if (failed and burst) else 0
     finally:
         for s, handler in previous.items():

@@ -193,6 +193,42 @@ def test_a_killed_work_horse_is_retried_and_the_exposure_judged_exactly_once(ser
 
 
 @pytest.mark.slow
+def test_a_killed_worker_takes_its_horse_along_and_its_job_is_judged_again_at_once(service):
+    """``kill -9`` of the worker itself (not only its horse): the horse must not live on as an orphan,
+    and the replacement worker hands the job back, well before RQ's heartbeat timeout (60 s + a minute)."""
+    path = service.exposure(6, size="small")
+    workers = _start_workers(service.settings)
+    try:
+        before = _settled_grandchildren(workers.pid)
+        service.submit("orphan", path)
+        horse = _work_horse(workers.pid, before)
+        service.wait_for("orphan", lambda r: r.status == "running", timeout_s=30)
+        worker = next(c for c in _children(workers.pid) if horse in _children(c))
+        killed_at = time.monotonic()
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{horse}").exists() and "Z" not in _state(horse) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not Path(f"/proc/{horse}").exists() or "Z" in _state(horse), "the horse outlived its worker"
+        row = service.wait_for("orphan", lambda r: r.verdict is not None, timeout_s=40)
+        recovered_s = time.monotonic() - killed_at
+    finally:
+        _stop(workers)
+    assert row.verdict == "calibrating" and row.status == "done"
+    assert row.attempts == 2
+    assert recovered_s < 40
+    assert len(row.ccds) == 4
+    assert FailedJobRegistry(queue=service.queue).count == 0
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+@pytest.mark.slow
 def test_a_job_out_of_retries_gets_the_verdict_error(tmp_path, redis_url):
     svc = Service(tmp_path, redis_url, f"sqlite:///{tmp_path / 'obsqc.db'}", job_retries=0)
     try:
