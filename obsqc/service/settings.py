@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     """Seconds to wait before each retry (the last value repeats)."""
     worker_threads: int = Field(default=1, ge=1)
     """Threads per worker for the CCDs of one exposure (one worker per core is the usual layout)."""
+    worker_nice: int = Field(default=10, ge=0, le=19)
+    """CPU niceness added to each worker process: on a machine shared with the API, busy workers then leave
+    it the CPU it needs to answer reads quickly (0 = same priority as the API)."""
     worker_ttl_s: int = Field(default=60, ge=15)
     """Seconds after which a silent worker counts as gone; its job is then retried by another worker."""
     write_plots: bool = True

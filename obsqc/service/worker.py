@@ -124,6 +124,8 @@ def run_worker(settings: Settings, *, index: int = 0, burst: bool = False, log_l
 def _child(settings: Settings, index: int, burst: bool, log_level: str, group: str,
            predecessor: str | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; RQ installs its SIGTERM handler
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)  # the API answers first when they share the CPU (inherited by horses)
     run_worker(settings, index=index, burst=burst, log_level=log_level, group=group, predecessor=predecessor)
 
 

@@ -204,6 +204,8 @@ def test_a_killed_worker_takes_its_horse_along_and_its_job_is_judged_again_at_on
         horse = _work_horse(workers.pid, before)
         service.wait_for("orphan", lambda r: r.status == "running", timeout_s=30)
         worker = next(c for c in _children(workers.pid) if horse in _children(c))
+        # workers and their horses run below the API's CPU priority (OBSQC_WORKER_NICE, default 10)
+        assert _nice(worker) == _nice(workers.pid) + service.settings.worker_nice == _nice(horse)
         killed_at = time.monotonic()
         os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 5
@@ -219,6 +221,10 @@ def test_a_killed_worker_takes_its_horse_along_and_its_job_is_judged_again_at_on
     assert recovered_s < 40
     assert len(row.ccds) == 4
     assert FailedJobRegistry(queue=service.queue).count == 0
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def _state(pid: int) -> str:

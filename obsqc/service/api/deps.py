@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,6 +11,7 @@ from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from obsqc.service.api.cache import RecordCache
 from obsqc.service.metrics import ServiceMetrics
 from obsqc.service.settings import Settings
 
@@ -27,6 +28,7 @@ class ApiState:
     redis: Redis
     queue: Queue
     metrics: ServiceMetrics
+    records: RecordCache = field(default_factory=RecordCache)
 
     def close(self) -> None:
         """Close the Redis client, the engine's connections and this process's metric files."""

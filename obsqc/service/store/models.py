@@ -86,10 +86,14 @@ class ExposureRow(Base):
     """Worker attempts so far (1 on a first-time success)."""
     timings: Mapped[dict[str, float] | None] = mapped_column(JSON)
     """Seconds per step of the worker job (read_measure, score, store, ...)."""
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    """Bumped by every ORM update of the row (SQLAlchemy's version counter): readers cache by it."""
 
     ccds: Mapped[list["CCDResult"]] = relationship(
         back_populates="exposure", cascade="all, delete-orphan", order_by="CCDResult.ccd", lazy="selectin"
     )
+
+    __mapper_args__ = {"version_id_col": revision}
 
     __table_args__ = (
         Index("ix_exposures_received_at_id", "received_at", "id"),

@@ -8,7 +8,7 @@ import pytest
 
 from obsqc.detectors.scoring import CCDScore, ExposureScore, Indicator
 from obsqc.service.queue import job_id_for
-from obsqc.service.store import record_received, record_verdict
+from obsqc.service.store import ExposureRow, record_received, record_verdict
 from tests.service.api.conftest import AUTH, write_fits
 from tests.service.api.test_submit import assert_error
 
@@ -67,6 +67,36 @@ def test_a_verdict_without_scores_reads_back(client, state):
         record_verdict(s, "E-none", verdict="error", score=None, reason="worker crashed twice")
     e = client.get("/v1/exposures/E-none").json()
     assert (e["status"], e["verdict"], e["scores"], e["ccds"], e["flags"]) == ("error", "error", {}, [], [])
+
+
+def test_a_polled_record_is_served_from_the_cache_until_it_changes(client, state, data_root, settings):
+    """Every update of the row (queued -> running -> verdict) and every new plot shows at once; between
+    changes the body comes from the cache; the ETag turns a repeated poll into a 304."""
+    path = write_fits(data_root / "c.fits", 700)
+    assert client.post("/v1/exposures", json={"path": str(path)}, headers=AUTH).status_code == 202
+    first = client.get("/v1/exposures/700")
+    hits = state.records.hits
+    again = client.get("/v1/exposures/700")
+    assert again.content == first.content and state.records.hits == hits + 1
+    assert again.headers["etag"] == first.headers["etag"]
+    assert client.get("/v1/exposures/700", headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+
+    with state.sessions.begin() as s:
+        row = s.get(ExposureRow, "700")
+        row.status = "running"
+    running = client.get("/v1/exposures/700")
+    assert running.json()["status"] == "running" and running.headers["etag"] != first.headers["etag"]
+
+    with state.sessions.begin() as s:
+        record_verdict(s, "700", verdict="ok", score=_score("700"), attempts=1)
+    done = client.get("/v1/exposures/700", headers={"If-None-Match": running.headers["etag"]})
+    assert done.status_code == 200 and done.json()["verdict"] == "ok" and len(done.json()["ccds"]) == 2
+
+    plots = settings.home / "artifacts" / job_id_for("700")
+    plots.mkdir(parents=True)
+    (plots / "summary.png").write_bytes(PNG)
+    drawn = client.get("/v1/exposures/700", headers={"If-None-Match": done.headers["etag"]})
+    assert drawn.status_code == 200 and list(drawn.json()["links"]["plots"]) == ["summary"]
 
 
 def test_unknown_exposures_and_routes_answer_json_errors(client):
