@@ -278,6 +278,9 @@ class Reference:
     location and scatter it has over the reference set, only ever towards less significance
     (loc >= 0, scale >= 1): where normal data scatter more than the analytic null, a threshold keeps
     its false-alarm rate, and all indicators share one scale before they are combined.
+    ``learned`` holds, by name, the calibration (location, scale, members) of exposure-level indicators
+    computed outside the detectors, such as the autoencoder's mean stamp MSE
+    (:mod:`obsqc.service.learned`); empty in references written before them.
     """
 
     source_p: np.ndarray
@@ -296,6 +299,7 @@ class Reference:
     n_ccds: int = 0
     source_shape: float = 0.0
     profile_shape: float = 0.0
+    learned: dict[str, list[float]] = field(default_factory=dict)
 
     _ARRAYS = ("source_p", "profile_p", "background_p", "large_scale_p")
     _KAPPAS = ("source_kappa", "profile_kappa", "background_kappa", "large_scale_kappa", "source_shape", "profile_shape")
@@ -317,7 +321,9 @@ class Reference:
             scalars.update(line_loc=float(d.get("line_loc", 0.0)), line_scale=float(d.get("line_scale", 1.0)))
             for key in ("sigma_loc", "sigma_scale"):
                 scalars[key] = {str(k): float(v) for k, v in dict(d.get(key, {})).items()}
-            return cls(**arrays, **scalars, n_exposures=int(d.get("n_exposures", 0)), n_ccds=int(d.get("n_ccds", 0)))
+            learned = {str(k): [float(x) for x in v] for k, v in dict(d.get("learned", {})).items()}
+            return cls(**arrays, **scalars, n_exposures=int(d.get("n_exposures", 0)), n_ccds=int(d.get("n_ccds", 0)),
+                       learned=learned)
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a reference file: {exc}") from exc
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sqlalchemy import delete, func, select
@@ -42,12 +42,13 @@ from sqlalchemy.orm import Session
 from obsqc.detectors.config import DetectorParams
 from obsqc.detectors.exposure import ExposureStats
 from obsqc.detectors.scoring import INDICATOR_NAMES, Reference, build_reference, score_exposure
+from obsqc.service.learned import calibrate_learned
 from obsqc.service.store.models import ReferenceMember
 from obsqc.service.store.repository import load_reference, save_reference
 
 __all__ = [
-    "CalibrationRun", "MemberCCD", "RebuildReport", "add_member", "calibrate_files", "member_count", "rebuild_reference", "stats_from_json",
-    "stats_to_json",
+    "CalibrationRun", "MemberCCD", "RebuildReport", "add_member", "calibrate_files", "learned_from_json", "member_count",
+    "rebuild_reference", "stats_from_json", "stats_to_json",
 ]
 
 
@@ -63,10 +64,12 @@ class MemberCCD:
     n_sources: int
 
 
-def stats_to_json(stats: ExposureStats) -> str:
-    """The histograms of one measured exposure, as compact JSON (a few kB for 62 CCDs)."""
+def stats_to_json(stats: ExposureStats, learned: dict[str, float] | None = None) -> str:
+    """The histograms of one measured exposure, as compact JSON (a few kB for 62 CCDs); ``learned`` adds
+    the values of learned indicators (:mod:`obsqc.service.learned`, e.g. the log mean stamp MSE)."""
     return json.dumps({
         "exposure_id": stats.exposure_id,
+        "learned": {k: float(v) for k, v in (learned or {}).items() if v is not None and math.isfinite(v)},
         "source_counts": np.asarray(stats.source_counts).tolist(),
         "profile_counts": np.asarray(stats.profile_counts).tolist(),
         "ccds": [
@@ -94,8 +97,18 @@ def stats_from_json(text: str) -> ExposureStats:
         raise ValueError(f"not a reference member: {exc}") from exc
 
 
-def add_member(session: Session, instrument: str, band: str, stats: ExposureStats, *, source: str) -> bool:
-    """Offer one measured exposure to the reference of (instrument, band); False if already a member."""
+def learned_from_json(text: str) -> dict[str, float]:
+    """The learned-indicator values stored with a member (empty for members stored before them)."""
+    try:
+        return {str(k): float(v) for k, v in dict(json.loads(text).get("learned", {})).items()}
+    except (TypeError, ValueError, AttributeError):
+        return {}
+
+
+def add_member(session: Session, instrument: str, band: str, stats: ExposureStats, *, source: str,
+               learned: dict[str, float] | None = None) -> bool:
+    """Offer one measured exposure to the reference of (instrument, band); False if already a member.
+    ``learned``: its values of the learned indicators, calibrated at the next rebuild."""
     exists = session.execute(
         select(ReferenceMember.id).where(ReferenceMember.instrument == instrument, ReferenceMember.band == band,
                                          ReferenceMember.exposure_id == stats.exposure_id)
@@ -103,7 +116,7 @@ def add_member(session: Session, instrument: str, band: str, stats: ExposureStat
     if exists is not None:
         return False
     session.add(ReferenceMember(instrument=instrument, band=band, exposure_id=stats.exposure_id, source=source,
-                                n_sources=stats.n_sources, stats=stats_to_json(stats)))
+                                n_sources=stats.n_sources, stats=stats_to_json(stats, learned)))
     session.flush()
     return True
 
@@ -159,6 +172,7 @@ def rebuild_reference(
     if not rows:
         return RebuildReport(None, (), ())
     members = [stats_from_json(text) for _, text in reversed(rows)]
+    learned_of = {m.exposure_id: learned_from_json(text) for m, (_, text) in zip(members, reversed(rows))}
     provisional = build_reference(members, params)
     kept, rejected = [], []
     for stats in members:
@@ -166,6 +180,12 @@ def rebuild_reference(
     if len(kept) < 3:
         kept, rejected = members, []
     reference = build_reference(kept, params) if rejected else provisional
+    learned = {}
+    for name in sorted({n for values in learned_of.values() for n in values}):
+        calibration = calibrate_learned([learned_of[m.exposure_id].get(name) for m in kept])
+        if calibration is not None:
+            learned[name] = calibration
+    reference = replace(reference, learned=learned)
     save_reference(session, instrument, band, reference)
     _prune(session, instrument, band, keep=2 * window)
     return RebuildReport(reference, tuple(s.exposure_id for s in kept), tuple(s.exposure_id for s in rejected))

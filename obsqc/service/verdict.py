@@ -25,12 +25,17 @@ FLAG_NAMES = {
 }
 """Flag name of each exposure-level indicator of ``ExposureScore``."""
 
+LEARNED_FLAG_NAMES = {"autoencoder": "source_autoencoder"}
+"""Flag name of each learned exposure-level indicator (:mod:`obsqc.service.learned`)."""
+
 _WHAT = {
     "source": "sources share a preferred orientation (PSF elongation, tracking, double images)",
     "profile": "source peaks sit off their centroids (defocus donuts, double images)",
     "background": "background gradients share a direction (readout stripes, pattern noise)",
     "large_scale": "the background has large coherent structure (scattered light, ghosts)",
     "line": "a straight bright line crosses the focal plane (satellite or aircraft trail)",
+    "autoencoder": "source stamps are reconstructed worse than on normal exposures by the autoencoder "
+                   "(distorted or unusual sources)",
 }
 
 
@@ -80,8 +85,10 @@ def judge(
     bad_sigma: float,
     reference_exposures: int,
     min_reference_exposures: int,
+    learned: dict[str, float] | None = None,
 ) -> Verdict:
-    """Judge one scored exposure. Raises ``ValueError`` when ``bad_sigma < warn_sigma``."""
+    """Judge one scored exposure; ``learned`` adds the significances of learned indicators by name
+    (keys of ``LEARNED_FLAG_NAMES``; NaN = not available). Raises ``ValueError`` when ``bad_sigma < warn_sigma``."""
     if bad_sigma < warn_sigma:
         raise ValueError(f"bad_sigma ({bad_sigma}) must not be below warn_sigma ({warn_sigma})")
     if reference_exposures < min_reference_exposures:
@@ -91,8 +98,9 @@ def judge(
         ))
     flags, ccds, reasons, details = [], [], [], []
     worst = -math.inf
-    for name, flag in FLAG_NAMES.items():
-        sigma = getattr(score, name).sigma
+    sigmas = [(name, flag, getattr(score, name).sigma) for name, flag in FLAG_NAMES.items()]
+    sigmas += [(name, LEARNED_FLAG_NAMES[name], sigma) for name, sigma in (learned or {}).items()]
+    for name, flag, sigma in sigmas:
         if math.isnan(sigma) or sigma < warn_sigma:
             continue
         worst = max(worst, sigma)
