@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from obsqc.service.api.deps import ApiState
 from obsqc.service.api.errors import install_error_handlers
+from obsqc.service.api.galaxies import router as galaxies_router
 from obsqc.service.api.intake import requeue_stale
 from obsqc.service.api.routes import health_router, router
 from obsqc.service.api.uploads import sweep_incoming
@@ -109,5 +110,6 @@ def create_app(settings: Settings | None = None, *, metrics_identity: str | None
     install_error_handlers(app)
     app.add_middleware(RequestMetrics)
     app.include_router(router)
+    app.include_router(galaxies_router)
     app.include_router(health_router)
     return app

@@ -38,7 +38,7 @@ def test_upgrade_twice_is_a_no_op(database_url, engine):
     tables = set(inspect(engine).get_table_names())
     assert {"exposures", "ccd_results", "references", "reference_members", "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("select version_num from alembic_version").scalars().all() == ["0003_exposure_revision"]
+        assert conn.exec_driver_sql("select version_num from alembic_version").scalars().all() == ["0004_galaxies"]
 
 
 def test_receive_is_idempotent(session_factory):
