@@ -31,11 +31,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from obsqc.detectors.config import DetectorParams
 from obsqc.detectors.scoring import INDICATOR_NAMES, ExposureScore, Reference, score_exposure
 from obsqc.service.calibration import add_member, member_count, rebuild_reference
 from obsqc.service.errors import InvalidExposureError
-from obsqc.service.measure import MeasuredExposure, measure_file
+from obsqc.service.learned import AUTOENCODER, learned_sigma
+from obsqc.service.measure import CutoutRequest, MeasuredExposure, measure_file
 from obsqc.service.queue import job_id_for
 from obsqc.service.settings import Settings, get_settings
 from obsqc.service.store import ExposureRow, load_reference, make_engine, make_sessionmaker, record_verdict
@@ -59,6 +62,38 @@ class WorkerContext:
     params: DetectorParams = field(default_factory=DetectorParams)
     metrics: object | None = None
     _sessions: dict = field(default_factory=dict)
+    _scorers: dict = field(default_factory=dict)
+
+    def scorer(self, kind: str):
+        """This process's onnxruntime scorer ``kind`` (``"autoencoder"`` or ``"galaxy"``), loaded on first
+        use after a fork (an inference session must not cross one); None when ``learned_scorers`` is off
+        or the model files are missing (logged once per process)."""
+        if not self.settings.learned_scorers:
+            return None
+        key = (os.getpid(), kind)
+        if key not in self._scorers:
+            model_dir = self.settings.models_dir
+            try:
+                from obsqc.models import onnx_scoring
+
+                model_dir = Path(model_dir) if model_dir else onnx_scoring.default_model_dir()
+                make = {"autoencoder": onnx_scoring.AutoencoderScorer, "galaxy": onnx_scoring.GalaxyScorer}[kind]
+                self._scorers[key] = make(model_dir, threads=self.settings.scorer_threads)
+            except Exception as exc:  # noqa: BLE001 - missing or broken model files never stop judging
+                logger.warning("no %s scorer in %s (%s): judging without it", kind, model_dir, exc)
+                self._scorers[key] = None
+        return self._scorers[key]
+
+    def cutout_request(self) -> CutoutRequest | None:
+        """What the learned scorers of this process need cut from each CCD (None: nothing)."""
+        ae, galaxy = self.scorer("autoencoder"), self.scorer("galaxy")
+        stamps = self.settings.max_stamps_per_exposure if ae is not None else 0
+        # the exposures are single-band: a 3-band (gri) galaxy model cannot score them
+        galaxies = self.settings.max_galaxies_per_exposure if galaxy is not None and galaxy.channels == 1 else 0
+        if not stamps and not galaxies:
+            return None
+        return CutoutRequest(max_stamps=stamps, stamp_size=ae.stamp_size if ae is not None else 64,
+                             max_galaxies=galaxies, galaxy_size=galaxy.size if galaxies else 96)
 
     def sessions(self):
         """The session factory of this process (created on first use after a fork)."""
@@ -95,12 +130,51 @@ def _num(x: float | None) -> float | None:
 
 
 def _already_judged(ctx: WorkerContext, exposure_id: str) -> dict | None:
-    """The summary of an exposure that already has its verdict (a duplicate run is a no-op)."""
+    """The summary of an exposure that already has its verdict (a duplicate run is a no-op, except that
+    galaxies still ``pending`` are queued again, in case the earlier run died before queueing them)."""
     with ctx.sessions()() as session:
         row = session.get(ExposureRow, exposure_id)
         if row is not None and row.verdict is not None:
+            if row.galaxies_status == "pending":
+                _queue_galaxies(ctx, exposure_id)
             return {"exposure_id": exposure_id, "verdict": row.verdict, "duplicate": True}
     return None
+
+
+def write_artifact(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` (``.npz``) atomically: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def galaxy_artifact(settings: Settings, exposure_id: str) -> Path:
+    """Where the galaxy cutouts of an exposure are kept (the API draws its PNGs from there)."""
+    return Path(settings.home) / "artifacts" / job_id_for(exposure_id) / "galaxies.npz"
+
+
+def _queue_galaxies(ctx: WorkerContext, exposure_id: str) -> None:
+    artifact = galaxy_artifact(ctx.settings, exposure_id)
+    if not artifact.exists():
+        logger.warning("exposure %s: galaxies pending but %s is missing", exposure_id, artifact)
+        return
+    from obsqc.service.queue import GPU_QUEUE_NAME, connect, enqueue_galaxies, make_queue
+
+    redis = connect(ctx.settings.redis_url)
+    try:
+        enqueue_galaxies(make_queue(redis, GPU_QUEUE_NAME), exposure_id, str(artifact), ctx.settings)
+    finally:
+        redis.close()
+
+
+def _autoencoder_indicator(ctx: WorkerContext, measured: MeasuredExposure) -> tuple[float | None, int]:
+    """Mean stamp MSE of the exposure (Alonso et al. §4.3, eq. 9) and the number of stamps."""
+    ae = ctx.scorer("autoencoder")
+    if ae is None or measured.cutouts is None or len(measured.cutouts.stamps) == 0:
+        return None, 0
+    mse = ae.mse(measured.cutouts.stamps)
+    return float(np.mean(mse)), int(len(mse))
 
 
 def _mark_running(ctx: WorkerContext, exposure_id: str) -> int:
@@ -119,8 +193,9 @@ def _mark_running(ctx: WorkerContext, exposure_id: str) -> int:
 
 
 def _score_and_judge(
-    ctx: WorkerContext, session, measured: MeasuredExposure, instrument: str, band: str
-) -> tuple[ExposureScore, Verdict, Reference, bool]:
+    ctx: WorkerContext, session, measured: MeasuredExposure, instrument: str, band: str,
+    learned_values: dict[str, float] | None = None,
+) -> tuple[ExposureScore, Verdict, Reference, bool, dict[str, float]]:
     """Score against the reference of (instrument, band) and judge; offer the exposure to the reference
     by the rule of :mod:`obsqc.service.calibration` (while calibrating, or when judged ok).
 
@@ -129,19 +204,22 @@ def _score_and_judge(
     stored, so that the verdict never waits for it.
     """
     s, stats = ctx.settings, measured.stats
+    learned_values = learned_values or {}
     reference = load_reference(session, instrument, band)
     calibrating = reference is None or reference.n_exposures < s.min_reference_exposures
     if calibrating:
-        add_member(session, instrument, band, stats, source="live")
+        add_member(session, instrument, band, stats, source="live", learned=learned_values)
         reference = rebuild_reference(session, instrument, band, window=s.reference_window,
                                       warn_sigma=s.warn_sigma, params=ctx.params).reference
     score = score_exposure(stats, reference, ctx.params)
-    verdict = judge(score, warn_sigma=s.warn_sigma, bad_sigma=s.bad_sigma,
+    learned = {name: learned_sigma(reference, name, value) for name, value in learned_values.items()}
+    verdict = judge(score, warn_sigma=s.warn_sigma, bad_sigma=s.bad_sigma, learned=learned,
                     reference_exposures=reference.n_exposures, min_reference_exposures=s.min_reference_exposures)
     rebuild_due = False
-    if not calibrating and verdict.verdict == "ok" and add_member(session, instrument, band, stats, source="live"):
+    if not calibrating and verdict.verdict == "ok" and add_member(session, instrument, band, stats, source="live",
+                                                                  learned=learned_values):
         rebuild_due = member_count(session, instrument, band) % s.reference_rebuild_every == 0
-    return score, verdict, reference, rebuild_due
+    return score, verdict, reference, rebuild_due, learned
 
 
 def _write_plots(ctx: WorkerContext, measured: MeasuredExposure, score: ExposureScore, reference: Reference,
@@ -172,7 +250,7 @@ def process_exposure(exposure_id: str, path: str) -> dict:
     t0 = time.perf_counter()
     try:
         measured = measure_file(path, exposure_id=exposure_id, threads=ctx.settings.worker_threads,
-                                params=ctx.params)
+                                params=ctx.params, cutouts=ctx.cutout_request())
     except InvalidExposureError as exc:
         timings["read_measure"] = time.perf_counter() - t0
         return _record_rejected(ctx, exposure_id, exc, timings, attempt)
@@ -180,18 +258,37 @@ def process_exposure(exposure_id: str, path: str) -> dict:
     instrument = measured.header.instrument or UNKNOWN
     band = measured.header.band or UNKNOWN
 
+    ta = time.perf_counter()
+    mean_mse, n_stamps = _autoencoder_indicator(ctx, measured)
+    if n_stamps:
+        timings["autoencoder"] = time.perf_counter() - ta
+    learned_values = {AUTOENCODER: math.log(mean_mse)} if mean_mse is not None and mean_mse > 0 else {}
+    galaxies = measured.cutouts.galaxies if measured.cutouts is not None else np.empty((0,))
+    if len(galaxies):  # before the verdict: once a verdict is stored, its galaxies must be there to score
+        cut = measured.cutouts
+        write_artifact(galaxy_artifact(ctx.settings, exposure_id), cutouts=galaxies, ccd=cut.galaxy_ccd,
+                       x=cut.galaxy_x, y=cut.galaxy_y)
+
     t1 = time.perf_counter()
     sessions = ctx.sessions()
     with sessions() as session, session.begin():
-        score, verdict, reference, rebuild_due = _score_and_judge(ctx, session, measured, instrument, band)
+        score, verdict, reference, rebuild_due, learned = _score_and_judge(
+            ctx, session, measured, instrument, band, learned_values)
         timings["score"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         row = record_verdict(
             session, exposure_id, verdict=verdict.verdict, flags=[f.to_dict() for f in verdict.details],
             score=score, reason="; ".join(verdict.reasons) or None, timings=timings, attempts=attempt,
+            autoencoder_mse=mean_mse, autoencoder_sigma=_num(learned.get(AUTOENCODER)), n_stamps=n_stamps or None,
+            galaxies_status="pending" if len(galaxies) else "none",
         )
         latency = (row.finished_at - row.received_at).total_seconds() if row.received_at else None
     timings["store"] = time.perf_counter() - t2
+    if len(galaxies):
+        try:
+            _queue_galaxies(ctx, exposure_id)
+        except Exception:  # the verdict stands; a re-run of this job queues them again
+            logger.exception("exposure %s: could not queue its galaxies", exposure_id)
     if rebuild_due:
         t3 = time.perf_counter()
         with sessions() as session, session.begin():
@@ -202,7 +299,7 @@ def process_exposure(exposure_id: str, path: str) -> dict:
     if metrics is not None:
         metrics.exposure_judged(
             instrument=instrument, band=band, verdict=verdict.verdict, latency_s=latency, step_s=timings,
-            sigmas={name: getattr(score, name).sigma for name in INDICATOR_NAMES},
+            sigmas={**{name: getattr(score, name).sigma for name in INDICATOR_NAMES}, **learned},
             flagged_ccds=[(ccd, f.name) for f in verdict.details for ccd in f.ccds],
         )
     if ctx.settings.write_plots:

@@ -94,6 +94,9 @@ STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """HTTP request duration buckets (seconds)."""
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+"""Batch sizes of the galaxy scorer."""
+
 _IDENTITY_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
 
@@ -284,6 +287,33 @@ class ServiceMetrics:
             registry=None,
         )
 
+        self.galaxies_scored = Counter(
+            "obsqc_galaxies_scored_total",
+            "Galaxies scored by the WGAN (s_gen, s_disc, s_anom), by instrument and band.",
+            ["instrument", "band"],
+            registry=None,
+        )
+        self.galaxy_anomalies = Counter(
+            "obsqc_galaxy_anomalies_total",
+            "Galaxies whose s_disc is above the anomaly threshold (3 sigma of the survey's running "
+            "distribution, Storey-Fisher et al. 2021 sec. 4.1). Is there a burst of odd galaxies?",
+            ["instrument", "band"],
+            registry=None,
+        )
+        self.galaxy_scoring = Histogram(
+            "obsqc_galaxy_scoring_seconds",
+            "Seconds to score the galaxies of one exposure (inference with latent refinement, then store).",
+            ["step"],
+            buckets=STEP_BUCKETS,
+            registry=None,
+        )
+        self.galaxy_batch_size = Histogram(
+            "obsqc_galaxy_batch_size",
+            "Galaxies per inference batch of the galaxy scorer.",
+            buckets=BATCH_BUCKETS,
+            registry=None,
+        )
+
     def close(self) -> None:
         """Stop recording in this process: close its metric files and free its identity.
 
@@ -335,6 +365,19 @@ class ServiceMetrics:
         for ccd, flag in flagged_ccds:
             self.ccd_flags.labels(instrument_l, label_value(ccd), label_value(flag)).inc()
         self.last_verdict_time.labels(instrument_l, band_l).set(time.time())
+
+    def galaxies_scored(self, *, instrument: str, band: str, n: int, anomalies: int,
+                        step_s: Mapping[str, float], batch_sizes: Iterable[int]) -> None:
+        """Record the scoring of one exposure's galaxies: counts, anomalies, step seconds, batch sizes."""
+        instrument_l, band_l = label_value(instrument), label_value(band)
+        self.galaxies_scored.labels(instrument_l, band_l).inc(max(int(n), 0))
+        self.galaxy_anomalies.labels(instrument_l, band_l).inc(max(int(anomalies), 0))
+        for step, seconds in step_s.items():
+            duration = _finite(seconds)
+            if duration is not None:
+                self.galaxy_scoring.labels(label_value(step)).observe(max(duration, 0.0))
+        for size in batch_sizes:
+            self.galaxy_batch_size.observe(int(size))
 
     def job_failed(self, kind: str) -> None:
         """Count one failed attempt of a judging job (``exception``, ``timeout``, ``abandoned``, ...)."""

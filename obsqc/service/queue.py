@@ -19,10 +19,17 @@ from rq.serializers import JSONSerializer
 
 from obsqc.service.settings import Settings
 
-__all__ = ["JOB_FUNCTION", "QUEUE_NAME", "connect", "enqueue_exposure", "job_id_for", "make_queue"]
+__all__ = ["GALAXY_FUNCTION", "GPU_QUEUE_NAME", "JOB_FUNCTION", "QUEUE_NAME", "connect", "enqueue_exposure",
+           "enqueue_galaxies", "galaxy_job_id_for", "job_id_for", "make_queue"]
 
 QUEUE_NAME = "qc"
-"""The queue every exposure goes through (``gpu`` will follow for the learned scorers)."""
+"""The queue every exposure goes through."""
+
+GPU_QUEUE_NAME = "gpu"
+"""The queue of galaxy scoring (the WGAN scorer), so GPU workers scale apart from CPU workers."""
+
+GALAXY_FUNCTION = "obsqc.service.galaxy_jobs.score_galaxies"
+"""Dotted path of the galaxy job: ``score_galaxies(exposure_id, artifact_path)``."""
 
 JOB_FUNCTION = "obsqc.service.jobs.process_exposure"
 """Dotted path of the worker function: ``process_exposure(exposure_id, path)``."""
@@ -64,4 +71,30 @@ def enqueue_exposure(queue: Queue, exposure_id: str, path: str, settings: Settin
         failure_ttl=7 * 24 * 3600,
         description=f"judge exposure {exposure_id}",
         on_failure=Callback("obsqc.service.jobs.on_job_failure"),
+    )
+
+
+def galaxy_job_id_for(exposure_id: str) -> str:
+    """The stable id of the galaxy-scoring job of an exposure."""
+    return "gal-" + job_id_for(exposure_id)[3:]
+
+
+def enqueue_galaxies(queue: Queue, exposure_id: str, artifact: str, settings: Settings) -> Job:
+    """Queue the scoring of an exposure's galaxies (``artifact``: its ``galaxies.npz``) on queue ``gpu``;
+    like :func:`enqueue_exposure`, a job already queued or running for it is returned instead."""
+    job_id = galaxy_job_id_for(exposure_id)
+    existing = Job.fetch_many([job_id], connection=queue.connection, serializer=JSONSerializer)[0]
+    if existing is not None and existing.get_status(refresh=False) in ("queued", "started", "deferred", "scheduled"):
+        return existing
+    return queue.enqueue(
+        GALAXY_FUNCTION,
+        exposure_id,
+        artifact,
+        job_id=job_id,
+        job_timeout=settings.job_timeout_s,
+        retry=Retry(max=settings.job_retries, interval=list(settings.retry_backoff_s)) if settings.job_retries else None,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        description=f"score the galaxies of exposure {exposure_id}",
+        on_failure=Callback("obsqc.service.galaxy_jobs.on_galaxy_failure"),
     )

@@ -61,6 +61,25 @@ class Settings(BaseSettings):
     it the CPU it needs to answer reads quickly (0 = same priority as the API)."""
     worker_ttl_s: int = Field(default=60, ge=15)
     """Seconds after which a silent worker counts as gone; its job is then retried by another worker."""
+    learned_scorers: bool = True
+    """Run the learned scorers: the autoencoder indicator in the verdict, and the WGAN galaxy scores
+    (queue ``gpu``) after it. Off, or without model files, exposures are judged by the detectors alone."""
+    models_dir: Path | None = None
+    """Directory of the exported models (autoencoder.onnx, galaxy_scorer.onnx, model.json); ``None``
+    means the weights shipped with obsqc (``obsqc/models/weights``)."""
+    scorer_threads: int = Field(default=1, ge=1)
+    """onnxruntime threads per scoring process."""
+    max_stamps_per_exposure: int = Field(default=2000, ge=0)
+    """Source stamps cut per exposure for the autoencoder indicator (spread over its CCDs)."""
+    max_galaxies_per_exposure: int = Field(default=300, ge=0)
+    """Galaxy cutouts scored per exposure by the WGAN (spread over its CCDs)."""
+    galaxy_batch_size: int = Field(default=64, ge=1)
+    """Cutouts per inference batch of the galaxy scorer."""
+    galaxy_anomaly_sigma: float = 3.0
+    """A galaxy is an anomaly when its s_disc is this many sigma above the survey's running mean
+    (Storey-Fisher et al. 2021, sec. 4.1)."""
+    galaxy_prior_weight: float = Field(default=100.0, ge=0)
+    """Weight, in galaxies, of the model's own score distribution when a survey's running distribution starts."""
     write_plots: bool = True
     """Draw each exposure's summary figure (after its verdict is stored, so it never delays it)."""
     metrics_dir: Path | None = None

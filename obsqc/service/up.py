@@ -64,6 +64,7 @@ class Stack:
     redis: EmbeddedRedis | None = None
     api: subprocess.Popen | None = None
     workers: subprocess.Popen | None = None
+    gpu_workers: subprocess.Popen | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -88,7 +89,8 @@ class Stack:
         self.stop_event.set()
         for thread in self.threads:
             thread.join(timeout=15)
-        for name, process, grace in (("workers", self.workers, 60), ("API", self.api, 15)):
+        for name, process, grace in (("workers", self.workers, 60), ("galaxy workers", self.gpu_workers, 60),
+                                     ("API", self.api, 15)):
             if process is None or process.poll() is not None:
                 continue
             log(f"stopping the {name} ...")
@@ -223,6 +225,10 @@ def run_up(
                                       "--log-level", "WARNING"], env=env, start_new_session=True)
         stack.workers = subprocess.Popen([sys.executable, "-m", "obsqc", "worker", "--workers", str(workers),
                                           "--log-level", "WARNING"], env=env, start_new_session=True)
+        if settings.learned_scorers:  # galaxies are scored on queue "gpu" (on the CPU here: onnxruntime)
+            stack.gpu_workers = subprocess.Popen([sys.executable, "-m", "obsqc", "worker", "--queue", "gpu",
+                                                  "--workers", "1", "--log-level", "WARNING"], env=env,
+                                                 start_new_session=True)
         _wait_healthy(stack.url, stack.api)
         log("")
         log(f"obsqc is up: API {stack.url}  ({workers} workers, data in {home})")
@@ -243,8 +249,8 @@ def run_up(
         for thread in stack.threads:
             thread.start()
         while not stack.stop_event.wait(0.5):
-            for name, process in (("API", stack.api), ("workers", stack.workers)):
-                if process.poll() is not None:
+            for name, process in (("API", stack.api), ("workers", stack.workers), ("galaxy workers", stack.gpu_workers)):
+                if process is not None and process.poll() is not None:
                     log(f"the {name} stopped unexpectedly (exit code {process.returncode}); stopping everything")
                     stack.stop_event.set()
                     stopping["signal"] = "failure"

@@ -50,7 +50,7 @@ def _die_with_parent() -> bool:
     return True
 
 
-def release_jobs_of(redis, worker_name: str) -> list[str]:
+def release_jobs_of(redis, worker_name: str, queue_name: str = "qc") -> list[str]:
     """Hand back to RQ the jobs that the dead worker ``worker_name`` had started: each one goes through
     RQ's own abandoned-job path at once (failure callback; retried if it has retries left, else failed).
 
@@ -64,7 +64,7 @@ def release_jobs_of(redis, worker_name: str) -> list[str]:
 
     if not sys.platform.startswith("linux"):
         return []
-    queue = make_queue(redis)
+    queue = make_queue(redis, queue_name)
     registry = StartedJobRegistry(queue=queue)
     released = []
     for member in redis.zrange(registry.key, 0, -1):
@@ -95,7 +95,7 @@ def worker_name(group: str, index: int, pid: int) -> str:
 
 
 def run_worker(settings: Settings, *, index: int = 0, burst: bool = False, log_level: str = "WARNING",
-               group: str | None = None, predecessor: str | None = None) -> None:
+               group: str | None = None, predecessor: str | None = None, queue_name: str = "qc") -> None:
     """Run one RQ worker in this process until it is told to stop (or, with ``burst``, the queue is empty).
     ``predecessor``: the name of a dead worker this one replaces; its unfinished job is handed back first."""
     from rq.serializers import JSONSerializer
@@ -109,10 +109,10 @@ def run_worker(settings: Settings, *, index: int = 0, burst: bool = False, log_l
     prepare_worker(settings, identity=f"worker-{group}-{index}")
     redis = connect(settings.redis_url)
     if predecessor is not None:
-        release_jobs_of(redis, predecessor)
+        release_jobs_of(redis, predecessor, queue_name)
     os.register_at_fork(after_in_child=_die_with_parent)  # horse and scheduler die with this worker
     worker = Worker(
-        [make_queue(redis)], connection=redis, serializer=JSONSerializer,
+        [make_queue(redis, queue_name)], connection=redis, serializer=JSONSerializer,
         name=worker_name(group, index, os.getpid()),
         worker_ttl=settings.worker_ttl_s, job_monitoring_interval=max(5, settings.worker_ttl_s // 4),
         maintenance_interval=max(15, settings.worker_ttl_s // 2),
@@ -122,20 +122,22 @@ def run_worker(settings: Settings, *, index: int = 0, burst: bool = False, log_l
 
 
 def _child(settings: Settings, index: int, burst: bool, log_level: str, group: str,
-           predecessor: str | None) -> None:
+           predecessor: str | None, queue_name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; RQ installs its SIGTERM handler
     if settings.worker_nice:
         os.nice(settings.worker_nice)  # the API answers first when they share the CPU (inherited by horses)
-    run_worker(settings, index=index, burst=burst, log_level=log_level, group=group, predecessor=predecessor)
+    run_worker(settings, index=index, burst=burst, log_level=log_level, group=group, predecessor=predecessor,
+               queue_name=queue_name)
 
 
 def run_workers(settings: Settings, n: int, *, burst: bool = False, log_level: str = "WARNING",
-                on_ready=None) -> int:
-    """Supervise ``n`` workers; returns when they have all stopped (after SIGTERM/SIGINT, or in burst mode
-    when the queue is empty). Returns 0, or 1 if a worker failed in burst mode."""
+                on_ready=None, queue_name: str = "qc") -> int:
+    """Supervise ``n`` workers of queue ``queue_name`` (``qc``: judge exposures; ``gpu``: score galaxies);
+    returns when they have all stopped (after SIGTERM/SIGINT, or in burst mode when the queue is empty).
+    Returns 0, or 1 if a worker failed in burst mode."""
     if n < 1:
         raise ValueError(f"--workers must be at least 1, got {n}")
-    jit_s = _warm()
+    jit_s = _warm() if queue_name == "qc" else 0.0  # galaxy scoring needs onnxruntime, not numba
     logger.info("numba kernels ready in %.1f s", jit_s)
     context = multiprocessing.get_context("fork")
     group = f"{socket.gethostname()}-{os.getpid()}"
@@ -143,7 +145,7 @@ def run_workers(settings: Settings, n: int, *, burst: bool = False, log_level: s
     processes: dict[int, multiprocessing.Process] = {}
 
     def start(index: int, predecessor: str | None = None) -> None:
-        process = context.Process(target=_child, args=(settings, index, burst, log_level, group, predecessor),
+        process = context.Process(target=_child, args=(settings, index, burst, log_level, group, predecessor, queue_name),
                                   name=f"obsqc-worker-{index}", daemon=False)
         process.start()
         processes[index] = process
