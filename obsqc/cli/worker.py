@@ -31,7 +31,8 @@ def worker(
         raise typer.Exit(2)
 
     def ready(n: int, jit_s: float) -> None:
-        typer.echo(f"{n} worker(s) ready (numba kernels loaded in {jit_s:.1f} s); queue {queue!r} on {settings.redis_url}")
+        warmed = f"numba kernels loaded in {jit_s:.1f} s" if queue == "qc" else "galaxy scoring"
+        typer.echo(f"{n} worker(s) ready ({warmed}); queue {queue!r} on {settings.redis_url}")
         sys.stdout.flush()
 
     raise typer.Exit(run_workers(settings, workers, burst=burst, log_level=log_level.upper(), on_ready=ready,

@@ -63,12 +63,13 @@ class WorkerContext:
     metrics: object | None = None
     _sessions: dict = field(default_factory=dict)
     _scorers: dict = field(default_factory=dict)
+    _unavailable: set = field(default_factory=set)
 
     def scorer(self, kind: str):
         """This process's onnxruntime scorer ``kind`` (``"autoencoder"`` or ``"galaxy"``), loaded on first
         use after a fork (an inference session must not cross one); None when ``learned_scorers`` is off
-        or the model files are missing (logged once per process)."""
-        if not self.settings.learned_scorers:
+        or the model files are missing (logged once: the worker probes before forking its horses)."""
+        if not self.settings.learned_scorers or kind in self._unavailable:
             return None
         key = (os.getpid(), kind)
         if key not in self._scorers:
@@ -81,6 +82,7 @@ class WorkerContext:
                 self._scorers[key] = make(model_dir, threads=self.settings.scorer_threads)
             except Exception as exc:  # noqa: BLE001 - missing or broken model files never stop judging
                 logger.warning("no %s scorer in %s (%s): judging without it", kind, model_dir, exc)
+                self._unavailable.add(kind)  # inherited by forked work horses: said once per worker
                 self._scorers[key] = None
         return self._scorers[key]
 

@@ -106,7 +106,9 @@ def run_worker(settings: Settings, *, index: int = 0, burst: bool = False, log_l
     if settings.redis_url is None:
         raise ValueError("OBSQC_REDIS_URL is not set: a worker needs the Redis of the service")
     group = group or f"{socket.gethostname()}-{os.getppid()}"
-    prepare_worker(settings, identity=f"worker-{group}-{index}")
+    context = prepare_worker(settings, identity=f"worker-{group}-{index}")
+    for kind in (("autoencoder", "galaxy") if queue_name == "qc" else ("galaxy",)):
+        context.scorer(kind)  # probe once here: a missing model is reported once, not by every horse
     redis = connect(settings.redis_url)
     if predecessor is not None:
         release_jobs_of(redis, predecessor, queue_name)
