@@ -12,10 +12,12 @@ import typer
 from obsqc.cli import db as _db
 from obsqc.cli import calibrate as _calibrate
 from obsqc.cli import demo as _demo
+from obsqc.cli import export_models as _export_models
 from obsqc.cli import rank as _rank
 from obsqc.cli import serve as _serve
 from obsqc.cli import simulate as _simulate
 from obsqc.cli import submit as _submit
+from obsqc.cli import train as _train
 from obsqc.cli import up as _up
 from obsqc.cli import worker as _worker
 
@@ -36,7 +38,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DE
     )
 
 
-for _module in (_simulate, _rank, _demo, _worker, _serve, _submit, _db, _calibrate, _up):
+for _module in (_simulate, _rank, _demo, _worker, _serve, _submit, _db, _calibrate, _up, _train, _export_models):
     _module.register(app)
 
 
