@@ -152,9 +152,11 @@ def _telescope(stack: Stack, interval_s: float, size: str, calibration_exposures
 
 
 def _watcher(stack: Stack, log) -> None:
-    """Print every verdict once, as it arrives (polls the API like an operator's script would)."""
+    """Print every verdict once, as it arrives, then its galaxy scores when they follow (polls the API like
+    an operator's script would)."""
     client = httpx.Client(base_url=stack.url, timeout=10)
     seen: set[str] = set()
+    galaxies_of: set[str] = set()  # judged exposures whose galaxy scores are still to come
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
     while not stack.stop_event.wait(1.0):
         try:
@@ -172,12 +174,30 @@ def _watcher(stack: Stack, log) -> None:
                     took = f" in {latency:.1f} s" if isinstance(latency, (int, float)) else ""
                     log(f"verdict    {item['id']}: {item['verdict'].upper()}{took}"
                         f"{' - ' + flags if flags else ''}  {stack.url}/v1/exposures/{item['id']}")
+                    galaxies_of.add(item["id"])
                 cursor = page.get("next_cursor")
                 if not cursor:
                     break
+            for exposure_id in sorted(galaxies_of):
+                _report_galaxies(client, stack.url, exposure_id, galaxies_of, log)
         except (httpx.HTTPError, ValueError, KeyError):
             continue
     client.close()
+
+
+def _report_galaxies(client: httpx.Client, url: str, exposure_id: str, waiting: set[str], log) -> None:
+    """Print the galaxy scores of an exposure once they have arrived (they follow its verdict)."""
+    record = client.get(f"/v1/exposures/{exposure_id}").json()
+    galaxies = record.get("galaxies") or {}
+    status = galaxies.get("status")
+    if status in (None, "pending"):
+        return
+    waiting.discard(exposure_id)
+    if status == "done":
+        log(f"galaxies   {exposure_id}: {galaxies.get('n')} scored, {galaxies.get('n_anomalies')} above 3 sigma "
+            f"(s_disc)  {galaxies.get('url')}&min_sigma=3")
+    elif status == "error":
+        log(f"galaxies   {exposure_id}: scoring failed ({galaxies.get('reason')})")
 
 
 def run_up(
