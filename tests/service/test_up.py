@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from obsqc.models.onnx_scoring import default_model_dir
 from obsqc.service.redis_embedded import free_tcp_port
 from obsqc.sim import simulate_exposure
 from tests.service.test_worker import _grandchildren, _settled_grandchildren, _work_horse
@@ -50,7 +51,7 @@ def _worker_supervisor(up_pid: int) -> int:
             stat = (pid / "stat").read_text()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == up_pid and b"worker" in cmdline:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == up_pid and b"worker" in cmdline and b"gpu" not in cmdline:
             return int(pid.name)
     raise AssertionError("the workers of obsqc up were not found")
 
@@ -97,6 +98,21 @@ def test_obsqc_up_judges_posted_exposures_and_stops_cleanly(tmp_path):
         names = {f["name"] for f in spoiled_body["flags"]}
         assert "background_gradient" in names or "background_large_scale" in names
         assert any(f["ccds"] for f in spoiled_body["flags"])
+
+        # The learned scorers (the shipped weights): the verdict carries the autoencoder indicator, and the
+        # galaxies follow it, listed with their scores and drawn as PNGs.
+        assert normal_body["autoencoder"]["n_stamps"] > 0 and normal_body["autoencoder"]["mse"] > 0
+        if (default_model_dir() / "galaxy_scorer.onnx").exists():
+            deadline = time.monotonic() + 120
+            while (galaxies := client.get(f"/v1/exposures/{normal}").json()["galaxies"])["status"] == "pending":
+                assert time.monotonic() < deadline, "the galaxies of the normal exposure were never scored"
+                time.sleep(0.3)
+            assert galaxies["status"] == "done" and galaxies["n"] > 0, galaxies
+            listed = client.get("/v1/galaxies", params={"exposure_id": normal, "sort": "s_anom"}).json()["items"]
+            assert len(listed) == galaxies["n"]
+            assert all(g["scores"]["s_disc"]["sigma"] is not None for g in listed)
+            png = client.get(listed[0]["links"]["residual"])
+            assert png.status_code == 200 and png.headers["content-type"] == "image/png"
 
         # Re-posting is idempotent: the same record, no second job.
         again = client.post("/v1/exposures", json={"path": str(data / "exp10.fits")})
