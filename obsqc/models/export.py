@@ -85,6 +85,37 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
+def strip_source_info(path: str | os.PathLike) -> None:
+    """Remove what the exporter records about the machine that exported a model (stack traces with its
+    absolute source paths, in node metadata and doc strings): the weights ship with obsqc, the traces must
+    not. The computation is untouched."""
+    import onnx
+
+    model = onnx.load(str(path))
+
+    def clean(graph) -> None:
+        for node in graph.node:
+            node.doc_string = ""
+            keep = [p for p in node.metadata_props if not p.key.startswith("pkg.torch")]
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+            for attribute in node.attribute:
+                if attribute.g is not None and attribute.HasField("g"):
+                    clean(attribute.g)
+                for sub in attribute.graphs:
+                    clean(sub)
+
+    clean(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            node.doc_string = ""
+            keep = [p for p in node.metadata_props if not p.key.startswith("pkg.torch")]
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+    model.graph.doc_string = ""
+    onnx.save(model, str(path))
+
+
 def export_onnx(module: nn.Module, example: torch.Tensor, path: str | os.PathLike, *,
                 input_name: str, output_names: list[str]) -> Path:
     """Export ``module(example)`` to ``path`` with a dynamic batch axis; check the file with onnx.checker."""
@@ -100,6 +131,7 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | os.PathLik
             torch.onnx.export(module, (example,), str(tmp), dynamo=True, external_data=False, opset_version=OPSET,
                               input_names=[input_name], output_names=output_names,
                               dynamic_shapes=({0: batch},), verbose=False)
+        strip_source_info(tmp)
         onnx.checker.check_model(str(tmp))
         os.replace(tmp, path)
     except Exception as exc:  # noqa: BLE001 - torch.export raises many types; all mean the same here
