@@ -399,44 +399,47 @@ class ServiceMetrics:
 
 
 class QueueStatsCollector:
-    """Scrape-time gauges of the queue, read from RQ by ``queue_stats`` in the scraping process.
+    """Scrape-time gauges of the queues, read from RQ in the scraping process.
 
-    ``queue_stats`` returns counts by name: ``workers`` becomes ``obsqc_workers``, every other key a
-    job state of ``obsqc_queue_jobs{state=...}`` (``queued`` is the queue depth that autoscaling and
-    the backlog alert use). When it raises (Redis down), the scrape still succeeds, with
+    ``queue_stats`` maps a queue name (``qc``, ``gpu``) to a callable returning counts by name (a single
+    callable stands for ``qc``): ``workers`` becomes ``obsqc_workers{queue=...}``, every other key a job
+    state of ``obsqc_queue_jobs{queue=...,state=...}`` (``queued`` is the queue depth that autoscaling and
+    the backlog alert use). When reading fails (Redis down), the scrape still succeeds, with
     ``obsqc_redis_up 0`` and no queue gauges.
     """
 
-    def __init__(self, queue_stats: Callable[[], Mapping[str, int]]) -> None:
-        self._queue_stats = queue_stats
+    def __init__(self, queue_stats: Callable[[], Mapping[str, int]] | Mapping[str, Callable[[], Mapping[str, int]]]) -> None:
+        self._queue_stats = dict(queue_stats) if isinstance(queue_stats, Mapping) else {"qc": queue_stats}
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
         try:
-            stats = dict(self._queue_stats())
+            stats = {name: dict(read()) for name, read in self._queue_stats.items()}
             up = 1.0
         except Exception:  # noqa: BLE001 - any failure to reach Redis must not fail the scrape
             stats, up = {}, 0.0
         yield GaugeMetricFamily(
-            "obsqc_redis_up", "1 when this scrape could read the job queue from Redis, 0 when it could not.", value=up
+            "obsqc_redis_up", "1 when this scrape could read the job queues from Redis, 0 when it could not.", value=up
         )
         if not stats:
             return
-        workers = stats.pop("workers", None)
         jobs = GaugeMetricFamily(
             "obsqc_queue_jobs",
-            "Jobs of the qc queue by state at scrape time (queued is the queue depth; started are running "
-            "now; failed are kept for inspection).",
-            labels=["state"],
+            "Jobs of a queue (qc: judging, gpu: galaxy scoring) by state at scrape time (queued is the queue "
+            "depth; started are running now; failed are kept for inspection).",
+            labels=["queue", "state"],
         )
-        for state, count in sorted(stats.items()):
-            jobs.add_metric([label_value(state)], float(count))
+        workers = GaugeMetricFamily("obsqc_workers", "RQ workers registered on a queue at scrape time.",
+                                    labels=["queue"])
+        for name, counts in sorted(stats.items()):
+            n_workers = counts.pop("workers", None)
+            for state, count in sorted(counts.items()):
+                jobs.add_metric([label_value(name), label_value(state)], float(count))
+            if n_workers is not None:
+                workers.add_metric([label_value(name)], float(n_workers))
         yield jobs
-        if workers is not None:
-            yield GaugeMetricFamily(
-                "obsqc_workers", "RQ workers registered on the qc queue at scrape time.", value=float(workers)
-            )
+        yield workers
 
 
 def rq_queue_stats(queue: Any) -> Callable[[], dict[str, int]]:
@@ -461,7 +464,8 @@ def rq_queue_stats(queue: Any) -> Callable[[], dict[str, int]]:
     return stats
 
 
-def render_metrics(metrics_dir: Path, queue_stats: Callable[[], Mapping[str, int]] | None) -> tuple[bytes, str]:
+def render_metrics(metrics_dir: Path, queue_stats: Callable[[], Mapping[str, int]]
+                   | Mapping[str, Callable[[], Mapping[str, int]]] | None) -> tuple[bytes, str]:
     """The ``/metrics`` body and its content type: every process's files merged, plus the queue gauges.
 
     Needs no :func:`setup_metrics` in the calling process; ``queue_stats`` (see

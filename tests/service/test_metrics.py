@@ -246,15 +246,15 @@ def test_real_rq_worker_horses_are_counted_and_queue_gauges_follow(tmp_path, red
 
     s = _samples(render_metrics(metrics_dir, rq_queue_stats(queue))[0])
     assert _value(s, "obsqc_redis_up") == 1
-    assert _value(s, "obsqc_queue_jobs", state="queued") == jobs
-    assert _value(s, "obsqc_queue_jobs", state="failed") == 0
-    assert _value(s, "obsqc_workers") == 0
+    assert _value(s, "obsqc_queue_jobs", queue="qc", state="queued") == jobs
+    assert _value(s, "obsqc_queue_jobs", queue="qc", state="failed") == 0
+    assert _value(s, "obsqc_workers", queue="qc") == 0
 
     _python(_RQ_WORKER, redis_url)
 
     s = _samples(render_metrics(metrics_dir, rq_queue_stats(queue))[0])
-    assert _value(s, "obsqc_queue_jobs", state="queued") == 0
-    assert _value(s, "obsqc_queue_jobs", state="failed") == 0
+    assert _value(s, "obsqc_queue_jobs", queue="qc", state="queued") == 0
+    assert _value(s, "obsqc_queue_jobs", queue="qc", state="failed") == 0
     assert _value(s, "obsqc_exposures_judged_total", instrument="DECam", band="g", verdict="warn") == jobs
     assert _value(s, "obsqc_step_duration_seconds_count", step="read_measure") == jobs
     assert _value(s, "obsqc_last_score_sigma", instrument="DECam", band="g", indicator="line") == 3.5
@@ -316,10 +316,10 @@ def test_queue_gauges_from_a_stub(tmp_path):
     assert content_type.startswith("text/plain")
     s = _samples(body)
     assert _value(s, "obsqc_redis_up") == 1
-    assert _value(s, "obsqc_queue_jobs", state="queued") == 5
-    assert _value(s, "obsqc_queue_jobs", state="started") == 2
-    assert _value(s, "obsqc_queue_jobs", state="failed") == 1
-    assert _value(s, "obsqc_workers") == 3
+    assert _value(s, "obsqc_queue_jobs", queue="qc", state="queued") == 5
+    assert _value(s, "obsqc_queue_jobs", queue="qc", state="started") == 2
+    assert _value(s, "obsqc_queue_jobs", queue="qc", state="failed") == 1
+    assert _value(s, "obsqc_workers", queue="qc") == 3
     assert stats["workers"] == 3  # the caller's dict is left alone
 
 

@@ -44,7 +44,7 @@ from obsqc.service.api.schemas import (
 from obsqc.service.api.uploads import spool_upload
 from obsqc.service.errors import InvalidExposureError
 from obsqc.service.metrics import render_metrics, rq_queue_stats
-from obsqc.service.queue import job_id_for
+from obsqc.service.queue import GPU_QUEUE_NAME, job_id_for, make_queue
 from obsqc.service.store import ExposureRow, list_exposures
 
 __all__ = ["PLOT_NAME", "artifacts_dir", "health_router", "router"]
@@ -290,5 +290,6 @@ def readyz(state: State):
 @health_router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def metrics(state: State) -> Response:
     """Prometheus metrics of every obsqc process sharing the metrics directory, and the queue."""
-    body, content_type = render_metrics(state.settings.metrics_dir, rq_queue_stats(state.queue))
+    queues = {"qc": rq_queue_stats(state.queue), "gpu": rq_queue_stats(make_queue(state.redis, GPU_QUEUE_NAME))}
+    body, content_type = render_metrics(state.settings.metrics_dir, queues)
     return Response(body, media_type=content_type)

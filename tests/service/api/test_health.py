@@ -44,7 +44,8 @@ def test_metrics_count_received_exposures_and_requests(client, data_root):
     assert 'obsqc_exposures_received_total{band="r",instrument="TESTCAM"} 1.0' in text
     assert 'obsqc_http_requests_total{method="POST",route="/v1/exposures",status="202"} 1.0' in text
     assert 'route="/v1/exposures/{exposure_id:path}",status="200"' in text
-    assert 'obsqc_queue_jobs{state="queued"} 1.0' in text
+    assert 'obsqc_queue_jobs{queue="qc",state="queued"} 1.0' in text
+    assert 'obsqc_queue_jobs{queue="gpu",state="queued"} 0.0' in text  # galaxy scoring has its own depth
     assert "obsqc_redis_up 1.0" in text
 
 
