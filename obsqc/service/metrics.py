@@ -287,13 +287,13 @@ class ServiceMetrics:
             registry=None,
         )
 
-        self.galaxies_scored = Counter(
+        self.galaxies_scored_total = Counter(
             "obsqc_galaxies_scored_total",
             "Galaxies scored by the WGAN (s_gen, s_disc, s_anom), by instrument and band.",
             ["instrument", "band"],
             registry=None,
         )
-        self.galaxy_anomalies = Counter(
+        self.galaxy_anomalies_total = Counter(
             "obsqc_galaxy_anomalies_total",
             "Galaxies whose s_disc is above the anomaly threshold (3 sigma of the survey's running "
             "distribution, Storey-Fisher et al. 2021 sec. 4.1). Is there a burst of odd galaxies?",
@@ -370,8 +370,8 @@ class ServiceMetrics:
                         step_s: Mapping[str, float], batch_sizes: Iterable[int]) -> None:
         """Record the scoring of one exposure's galaxies: counts, anomalies, step seconds, batch sizes."""
         instrument_l, band_l = label_value(instrument), label_value(band)
-        self.galaxies_scored.labels(instrument_l, band_l).inc(max(int(n), 0))
-        self.galaxy_anomalies.labels(instrument_l, band_l).inc(max(int(anomalies), 0))
+        self.galaxies_scored_total.labels(instrument_l, band_l).inc(max(int(n), 0))
+        self.galaxy_anomalies_total.labels(instrument_l, band_l).inc(max(int(anomalies), 0))
         for step, seconds in step_s.items():
             duration = _finite(seconds)
             if duration is not None:

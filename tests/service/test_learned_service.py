@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from rq.registry import FailedJobRegistry
+
+from obsqc.service.metrics import render_metrics
 from obsqc.service.queue import GPU_QUEUE_NAME, galaxy_job_id_for, make_queue
 from obsqc.service.store import GalaxyRow
 from tests.service.test_worker import Service, _env
@@ -62,6 +65,10 @@ def test_exposures_get_the_autoencoder_indicator_and_their_galaxies_scores(tmp_p
         assert sorted(gpu.job_ids) == sorted(galaxy_job_id_for(eid) for eid in ids)
 
         _burst(svc, tiny_models, "--queue", "gpu")
+        assert FailedJobRegistry(queue=gpu).count == 0 and gpu.finished_job_registry.count == len(ids)
+        metrics, _ = render_metrics(svc.settings.metrics_dir, None)
+        assert b'obsqc_galaxies_scored_total{' in metrics and b'obsqc_galaxy_anomalies_total{' in metrics
+        assert b"obsqc_galaxy_batch_size_count" in metrics
         rows = [svc.row(eid) for eid in ids]
         assert all(r.galaxies_status == "done" and r.n_galaxies > 0 for r in rows)
         with svc.sessions() as session:
