@@ -50,18 +50,15 @@ def job_id_for(exposure_id: str) -> str:
     return "qc-" + hashlib.sha256(exposure_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def enqueue_exposure(queue: Queue, exposure_id: str, path: str, settings: Settings) -> Job:
-    """Queue the judgement of one exposure: timeout, retries with back-off, failure recorded.
-
-    Returns the job; when a job for this exposure is already queued or running, that job is returned
-    and nothing new is queued.
-    """
-    job_id = job_id_for(exposure_id)
+def _enqueue_once(queue: Queue, function: str, job_id: str, exposure_id: str, path: str, settings: Settings, *,
+                  description: str, on_failure: str) -> Job:
+    """Queue ``function(exposure_id, path)`` as ``job_id`` with the service's timeout, retries with back-off
+    and failure callback; a job of that id already queued or running is returned and nothing is queued."""
     existing = Job.fetch_many([job_id], connection=queue.connection, serializer=JSONSerializer)[0]
     if existing is not None and existing.get_status(refresh=False) in ("queued", "started", "deferred", "scheduled"):
         return existing
     return queue.enqueue(
-        JOB_FUNCTION,
+        function,
         exposure_id,
         path,
         job_id=job_id,
@@ -69,9 +66,19 @@ def enqueue_exposure(queue: Queue, exposure_id: str, path: str, settings: Settin
         retry=Retry(max=settings.job_retries, interval=list(settings.retry_backoff_s)) if settings.job_retries else None,
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
-        description=f"judge exposure {exposure_id}",
-        on_failure=Callback("obsqc.service.jobs.on_job_failure"),
+        description=description,
+        on_failure=Callback(on_failure),
     )
+
+
+def enqueue_exposure(queue: Queue, exposure_id: str, path: str, settings: Settings) -> Job:
+    """Queue the judgement of one exposure: timeout, retries with back-off, failure recorded.
+
+    Returns the job; when a job for this exposure is already queued or running, that job is returned
+    and nothing new is queued.
+    """
+    return _enqueue_once(queue, JOB_FUNCTION, job_id_for(exposure_id), exposure_id, path, settings,
+                         description=f"judge exposure {exposure_id}", on_failure="obsqc.service.jobs.on_job_failure")
 
 
 def galaxy_job_id_for(exposure_id: str) -> str:
@@ -82,19 +89,6 @@ def galaxy_job_id_for(exposure_id: str) -> str:
 def enqueue_galaxies(queue: Queue, exposure_id: str, artifact: str, settings: Settings) -> Job:
     """Queue the scoring of an exposure's galaxies (``artifact``: its ``galaxies.npz``) on queue ``gpu``;
     like :func:`enqueue_exposure`, a job already queued or running for it is returned instead."""
-    job_id = galaxy_job_id_for(exposure_id)
-    existing = Job.fetch_many([job_id], connection=queue.connection, serializer=JSONSerializer)[0]
-    if existing is not None and existing.get_status(refresh=False) in ("queued", "started", "deferred", "scheduled"):
-        return existing
-    return queue.enqueue(
-        GALAXY_FUNCTION,
-        exposure_id,
-        artifact,
-        job_id=job_id,
-        job_timeout=settings.job_timeout_s,
-        retry=Retry(max=settings.job_retries, interval=list(settings.retry_backoff_s)) if settings.job_retries else None,
-        result_ttl=3600,
-        failure_ttl=7 * 24 * 3600,
-        description=f"score the galaxies of exposure {exposure_id}",
-        on_failure=Callback("obsqc.service.galaxy_jobs.on_galaxy_failure"),
-    )
+    return _enqueue_once(queue, GALAXY_FUNCTION, galaxy_job_id_for(exposure_id), exposure_id, artifact, settings,
+                         description=f"score the galaxies of exposure {exposure_id}",
+                         on_failure="obsqc.service.galaxy_jobs.on_galaxy_failure")
