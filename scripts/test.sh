@@ -19,10 +19,17 @@ if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ] \
     pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
   done
 fi
-# The metrics tests check the exposition with promtool (Debian package "prometheus"): install it when
-# missing and apt-get is there (best effort; without it that test is skipped, or fails when CI is set).
-if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+# Real tools the tests drive, from Debian's packages: promtool and prometheus (metrics exposition, alert
+# rules, the end-to-end alert), amtool (Alertmanager config) and chromium (the /ui pages, driven by
+# Playwright). Installed with apt when missing and apt-get is there (best effort; without them those
+# tests are skipped, or fail when CI is set).
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null 2>&1 || true
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 || true
 fi
+# The Debian package starts a system Prometheus on :9090; the tests start their own on free ports.
 exec .venv/bin/python -m pytest -n 2 "$@"
