@@ -56,6 +56,22 @@ name                                      type       labels                     
 ``obsqc_queue_jobs``                      gauge      state                        API, at scrape time
 ``obsqc_workers``                         gauge      (none)                       API, at scrape time
 ========================================  =========  ===========================  ====================
+
+From the verdict store, at scrape time (:mod:`obsqc.service.ops_metrics`, bounded queries of
+:mod:`obsqc.service.store.ops`), so that alerts can name the exposure, its CCDs and its flags:
+
+==============================================  =====  ====================================================
+name                                            type   labels
+==============================================  =====  ====================================================
+``obsqc_store_up``                              gauge  (none): 0 when the store could not be read
+``obsqc_recent_exposure_verdict``               gauge  instrument, band, exposure_id, verdict, flags, ccds
+``obsqc_ccd_consecutive_flags``                 gauge  instrument, band, ccd
+``obsqc_reference_members``                     gauge  instrument, band
+``obsqc_reference_updated_timestamp_seconds``   gauge  instrument, band
+``obsqc_calibrating``                           gauge  instrument, band
+``obsqc_calibrating_since_timestamp_seconds``   gauge  instrument, band
+``obsqc_recent_galaxy_anomaly``                 gauge  instrument, band, exposure_id, galaxy_id
+==============================================  =====  ====================================================
 """
 
 from __future__ import annotations
@@ -465,12 +481,14 @@ def rq_queue_stats(queue: Any) -> Callable[[], dict[str, int]]:
 
 
 def render_metrics(metrics_dir: Path, queue_stats: Callable[[], Mapping[str, int]]
-                   | Mapping[str, Callable[[], Mapping[str, int]]] | None) -> tuple[bytes, str]:
+                   | Mapping[str, Callable[[], Mapping[str, int]]] | None,
+                   collectors: Iterable[Any] = ()) -> tuple[bytes, str]:
     """The ``/metrics`` body and its content type: every process's files merged, plus the queue gauges.
 
     Needs no :func:`setup_metrics` in the calling process; ``queue_stats`` (see
     :class:`QueueStatsCollector`, :func:`rq_queue_stats`) is called once per scrape, or skipped when
-    ``None``.
+    ``None``. ``collectors`` are further scrape-time collectors (objects with ``collect()``, such as
+    :class:`obsqc.service.ops_metrics.StoreStatsCollector`).
     """
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
@@ -481,4 +499,6 @@ def render_metrics(metrics_dir: Path, queue_stats: Callable[[], Mapping[str, int
     MultiProcessCollector(registry, path=str(metrics_dir))
     if queue_stats is not None:
         registry.register(QueueStatsCollector(queue_stats))
+    for collector in collectors:
+        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -44,6 +44,7 @@ from obsqc.service.api.schemas import (
 from obsqc.service.api.uploads import spool_upload
 from obsqc.service.errors import InvalidExposureError
 from obsqc.service.metrics import render_metrics, rq_queue_stats
+from obsqc.service.ops_metrics import StoreStatsCollector
 from obsqc.service.queue import GPU_QUEUE_NAME, job_id_for, make_queue
 from obsqc.service.store import ExposureRow, list_exposures
 
@@ -291,5 +292,6 @@ def readyz(state: State):
 def metrics(state: State) -> Response:
     """Prometheus metrics of every obsqc process sharing the metrics directory, and the queue."""
     queues = {"qc": rq_queue_stats(state.queue), "gpu": rq_queue_stats(make_queue(state.redis, GPU_QUEUE_NAME))}
-    body, content_type = render_metrics(state.settings.metrics_dir, queues)
+    body, content_type = render_metrics(state.settings.metrics_dir, queues,
+                                        collectors=[StoreStatsCollector(state.sessions)])
     return Response(body, media_type=content_type)
