@@ -309,6 +309,14 @@ def process_exposure(exposure_id: str, path: str) -> dict:
             _write_plots(ctx, measured, score, reference, list(verdict.flags))
         except Exception:  # a figure must never cost a verdict
             logger.exception("exposure %s: could not draw its summary plot", exposure_id)
+        try:  # the exposure page's layout, histograms and thumbnails of flagged CCDs (obsqc.service.ui)
+            from obsqc.service.ui.artifacts import write_exposure_views
+
+            write_exposure_views(Path(ctx.settings.home) / "artifacts" / job_id_for(exposure_id), measured, score,
+                                 reference, verdict.details, verdict.verdict,
+                                 pseudocount=ctx.params.histogram_pseudocount)
+        except Exception:
+            logger.exception("exposure %s: could not write the views of its page", exposure_id)
     logger.info("exposure %s: %s %s (%.2f s)", exposure_id, verdict.verdict, ",".join(verdict.flags),
                 sum(timings.values()))
     return {"exposure_id": exposure_id, "verdict": verdict.verdict, "flags": list(verdict.flags),

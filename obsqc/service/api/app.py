@@ -112,4 +112,7 @@ def create_app(settings: Settings | None = None, *, metrics_identity: str | None
     app.include_router(router)
     app.include_router(galaxies_router)
     app.include_router(health_router)
+    from obsqc.service.ui.pages import install_ui  # here: the pages import the API's modules
+
+    install_ui(app)
     return app
