@@ -11,6 +11,7 @@ PromQL conventions (``deploy/README.md`` and the dashboard test rely on them):
 * template variables appear only as ``$name`` (never ``${name}``) inside label matchers: ``=~"$instrument"``
   (multi-value variables have the "All" value ``.*``), and Grafana's ``$__rate_interval`` and
   ``$__range`` as range durations;
+* counts over the time range use :func:`grown`, not ``increase()``, so that new series count;
 * an expression ending in ``or vector(0)`` shows 0 rather than "No data" when nothing happened (no
   error verdict yet); the test asks its left-hand side for data.
 """
@@ -70,6 +71,18 @@ def query(expr: str, legend: str = "", *, instant: bool = False, table: bool = F
     if table:
         q = q.format(PromQueryFormat.TABLE)
     return q
+
+
+def grown(selector: str, window: str = "$__range") -> str:
+    """PromQL of how much each counter series of ``selector`` grew over ``window``, a series born inside the
+    window counted from zero.
+
+    ``increase()`` cannot do the latter: it needs two samples of a series, and a labelled counter appears
+    with its first count already in it, so the first flag ever naming a CCD (or the first error verdict of
+    a band) would count 0. Here the value ``window`` ago is subtracted, or 0 when the series did not exist
+    then; a counter reset inside the window (rare: obsqc keeps its counters across restarts) counts 0.
+    """
+    return f"clamp_min({selector} - ({selector} offset {window} or {selector} * 0), 0)"
 
 
 def variable(name: str, label: str, selector: str, *, multi: bool = True) -> db.QueryVariable:

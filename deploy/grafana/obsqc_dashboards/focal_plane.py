@@ -20,7 +20,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models.text import TextMode
 
 from obsqc_dashboards.common import (
-    JUDGED, SELECT, dashboard, finish, instrument_band_variables, query, ui_url_variable, variable,
+    JUDGED, SELECT, dashboard, finish, grown, instrument_band_variables, query, ui_url_variable, variable,
 )
 from obsqc_dashboards.layouts import CameraLayout, Cell, camera_layouts
 from obsqc_dashboards.panels import bar_gauge, row, time_series
@@ -47,9 +47,9 @@ patch of neighbours red together is light (scattered light, a satellite trail)."
 
 def ccd_rate_expr(ccd: str) -> str:
     """PromQL of one CCD's flag rate (0 when the CCD was never flagged, 0 when nothing was judged)."""
-    flags = f'sum(increase({FLAGS}{{instrument=~"$instrument", ccd="{ccd}", flag=~"$flag"}}[$__range]))'
-    judged = f'sum(increase({JUDGED}{{instrument=~"$instrument", verdict=~"ok|warn|bad"}}[$__range]))'
-    return f"({flags} or vector(0)) / clamp_min({judged}, 1)"
+    flags = grown(f'{FLAGS}{{instrument=~"$instrument", ccd="{ccd}", flag=~"$flag"}}')
+    judged = grown(f'{JUDGED}{{instrument=~"$instrument", verdict=~"ok|warn|bad"}}')
+    return f"(sum({flags}) or vector(0)) / clamp_min(sum({judged}), 1)"
 
 
 def _ccd_panel(cell: Cell, top: int) -> stat.Panel:

@@ -15,7 +15,8 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders.dashboard import Row
 
 from obsqc_dashboards.common import (
-    JUDGED, SELECT, VERDICT_COLORS, dashboard, finish, instrument_band_variables, query, ui_link, ui_url_variable,
+    JUDGED, SELECT, VERDICT_COLORS, dashboard, finish, grown, instrument_band_variables, query, ui_link,
+    ui_url_variable,
 )
 from obsqc_dashboards.panels import bar_gauge, colored_text, row, stat_panel, table_panel, time_series, unit, value_text
 
@@ -23,9 +24,6 @@ UID = "obsqc-overview"
 
 LATENCY_BUDGET_S = 60
 """End-to-end latency operators are promised (DESIGN.md): an alert within a minute of a bad exposure."""
-
-_HIST = "obsqc_exposure_latency_seconds_bucket"
-
 
 def _verdicts():
     yield row("Verdicts")
@@ -36,7 +34,7 @@ def _verdicts():
         unit="short", w=16, h=9, stacked=True, verdicts=True, axis_label="exposures / min")
     yield stat_panel(
         "Verdicts in the time range", "Exposures judged in the dashboard's time range, by verdict.",
-        [query(f"sum by (verdict) (increase({JUDGED}{{{SELECT}}}[$__range]))", "{{verdict}}", instant=True)],
+        [query(f"sum by (verdict) ({grown(f'{JUDGED}{{{SELECT}}}')})", "{{verdict}}", instant=True)],
         w=8, h=9, decimals=0, verdicts=True)
     yield table_panel(
         "Bad and warn exposures (last 15 min)",
@@ -55,12 +53,11 @@ def _verdicts():
 def _latency():
     yield row("Latency and throughput")
     yield time_series(
-        "End-to-end latency", f"Seconds from the API receiving an exposure to its verdict being stored, median "
-        f"and 95th percentile per instrument. The dashed line is the {LATENCY_BUDGET_S} s budget.",
-        [query(f'histogram_quantile(0.5, sum by (le, instrument) (rate({_HIST}{{instrument=~"$instrument"}}'
-               '[$__rate_interval])))', "p50 {{instrument}}"),
-         query(f'histogram_quantile(0.95, sum by (le, instrument) (rate({_HIST}{{instrument=~"$instrument"}}'
-               '[$__rate_interval])))', "p95 {{instrument}}")],
+        "End-to-end latency", "Seconds from the API receiving an exposure to its verdict being stored, median "
+        "and 95th percentile per instrument over 5-minute windows (the recorded series the latency alert "
+        f"reads). The dashed line is the {LATENCY_BUDGET_S} s budget.",
+        [query('obsqc:exposure_latency_seconds_p50:5m{instrument=~"$instrument"}', "p50 {{instrument}}"),
+         query('obsqc:exposure_latency_seconds_p95:5m{instrument=~"$instrument"}', "p95 {{instrument}}")],
         unit="s", w=8, limits=((None, "transparent"), (LATENCY_BUDGET_S, "red")))
     yield time_series(
         "Exposures received and judged", "Exposures per minute accepted by the API and judged by the workers; "
@@ -80,7 +77,7 @@ def _queues():
     yield row("Queues and workers")
     yield time_series(
         "Queue backlog", "Jobs waiting (and running) per queue: qc judges exposures, gpu scores galaxies.",
-        [query('max by (queue) (obsqc_queue_jobs{state="queued"})', "{{queue}} waiting"),
+        [query("obsqc:queue_depth:max", "{{queue}} waiting"),
          query('max by (queue) (obsqc_queue_jobs{state="started"})', "{{queue}} running")],
         w=8, axis_label="jobs")
     yield time_series(
@@ -92,8 +89,7 @@ def _queues():
         w=4, h=8, steps=((None, "red"), (1, "green")))
     yield stat_panel(
         "Error verdicts", "Exposures whose judging failed after every retry (verdict error) in the time range.",
-        [query(f'sum(increase({JUDGED}{{{SELECT}, verdict="error"}}[$__range])) or vector(0)', "error",
-               instant=True)],
+        [query(f"""sum({grown(f'{JUDGED}{{{SELECT}, verdict="error"}}')}) or vector(0)""", "error", instant=True)],
         w=4, h=8, decimals=0, steps=((None, "green"), (1, "red")))
     yield time_series(
         "Failed job attempts", "Failed attempts of judging jobs per interval, by kind (exception, timeout, "
@@ -150,7 +146,7 @@ def _health():
         unit="s", w=6, h=5, steps=((None, "green"), (600, "orange"), (3600, "red")))
     yield bar_gauge(
         "API errors", "HTTP answers with status 5xx in the time range, by route.",
-        [query('sum by (route) (increase(obsqc_http_requests_total{status=~"5.."}[$__range])) or vector(0)',
+        [query(f"""sum by (route) ({grown('obsqc_http_requests_total{status=~"5.."}')}) or vector(0)""",
                "{{route}}", instant=True)],
         w=6, h=5, steps=((None, "green"), (1, "red")))
     yield time_series(

@@ -2,8 +2,7 @@
 
 Calibrated scores (sigma units against each instrument and band's reference) over time, their
 distribution, their hourly mean (optics or focus drifting over an hour), then the galaxies: scored per
-minute, the anomaly rate (anomalies per scored galaxy; about 0.13 % above 3 sigma when nothing is odd),
-scoring time, and the most anomalous galaxies of the last hour with links to them.
+minute, the anomaly rate (anomalies per scored galaxy, s_disc above 3 sigma), scoring time, and the most anomalous galaxies of the last hour with links to them.
 
 The score distributions are built from ``obsqc_last_score_sigma``, the scores of the newest exposure of
 each instrument and band as sampled at every scrape: an exposure counts once per scrape while it is
@@ -64,9 +63,10 @@ def _scores():
         query(f"max by (instrument, band, indicator) ({SCORES})", "{{instrument}} {{band}} {{indicator}}"),
         w=12, h=9)
     yield time_series(
-        "Hourly mean score (drift)", "Mean of each indicator's sigma over the past hour: a slow rise is optics "
-        "or focus drifting, not one bad exposure.",
-        [query(f"max by (instrument, band, indicator) (avg_over_time({SCORES}[1h]))",
+        "Hourly mean score (drift)", "Mean of each indicator's sigma over the past hour (the recorded series "
+        "the drift alert reads): a slow rise is optics or focus drifting, not one bad exposure.",
+        [query(f'max by (instrument, band, indicator) (obsqc:last_score_sigma_avg:1h{{{SELECT}, '
+               'indicator=~"$indicator"})',
                "{{instrument}} {{band}} {{indicator}}")],
         w=24, h=8, limits=_LEVELS, min_value=None, axis_label="sigma")
 
@@ -75,16 +75,16 @@ def _galaxies():
     yield row("Galaxies")
     yield time_series(
         "Galaxy anomaly rate", f"Galaxies with s_disc above {GALAXY_ANOMALY_SIGMA:g} sigma per galaxy scored, by "
-        "instrument and band; about 0.13 % when nothing is odd, a burst is worth a look.",
+        "instrument and band. A burst is worth a look.",
         [query(f"sum by (instrument, band) (rate({ANOMALIES}{{{SELECT}}}[$__rate_interval])) / "
                f"sum by (instrument, band) (rate({SCORED}{{{SELECT}}}[$__rate_interval]))",
                "{{instrument}} {{band}}")],
         unit="percentunit", w=9)
     yield stat_panel(
-        "Anomaly rate in the time range", "Anomalous galaxies per galaxy scored over the time range.",
-        [query(f"sum(increase({ANOMALIES}{{{SELECT}}}[$__range])) / "
-               f"clamp_min(sum(increase({SCORED}{{{SELECT}}}[$__range])), 1)", "anomaly rate", instant=True)],
-        unit="percentunit", w=3, h=8, decimals=2, steps=((None, "green"), (0.01, "orange"), (0.05, "red")))
+        "Anomaly fraction (1 h)", "Anomalous galaxies per galaxy scored over the last hour, by instrument and "
+        "band (the recorded series the anomaly-burst alert reads; it fires above 5 %).",
+        [query(f"obsqc:galaxy_anomaly_fraction:1h{{{SELECT}}}", "{{instrument}} {{band}}", instant=True)],
+        unit="percentunit", w=3, h=8, decimals=2, steps=((None, "green"), (0.02, "orange"), (0.05, "red")))
     yield time_series(
         "Galaxies scored", "Galaxies scored per minute by the WGAN scorer (gpu queue), and anomalies among them.",
         [query(f"sum by (instrument, band) (rate({SCORED}{{{SELECT}}}[$__rate_interval])) * 60",
