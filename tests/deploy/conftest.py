@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,61 @@ CALIBRATION_EXPOSURES = 10
 """Exposures of an (instrument, band) that calibrate its reference (the service's default)."""
 NORMAL_EXPOSURES = 2
 """Normal exposures judged after calibration, before the fixture yields."""
+
+
+METRIC_SOURCES = (REPO / "obsqc" / "service" / "metrics.py", REPO / "obsqc" / "service" / "ops_metrics.py")
+"""Where every metric obsqc exports is defined."""
+
+_DEFINITION = re.compile(
+    r"\b(Counter|Gauge|Histogram|Summary|GaugeMetricFamily|CounterMetricFamily|HistogramMetricFamily)\(\s*"
+    r"[\"']([a-zA-Z_:][a-zA-Z0-9_:]*)[\"']")
+_PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
+                    "offset", "inf", "nan"}
+_PROMQL_BUILTIN_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
+"""Series Prometheus itself makes, usable beside obsqc's."""
+
+
+def exported_metric_names() -> set[str]:
+    """Sample names obsqc exports, read from the definitions in ``METRIC_SOURCES``: a counter's name
+    (with ``_total``), a gauge's name, a histogram's ``_bucket``, ``_sum`` and ``_count``."""
+    names = set()
+    for source in METRIC_SOURCES:
+        for kind, name in _DEFINITION.findall(source.read_text()):
+            if kind.startswith("Counter"):
+                names.add(name if name.endswith("_total") else f"{name}_total")
+            elif kind.startswith(("Histogram", "Summary")):
+                names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+            else:
+                names.add(name)
+    return names
+
+
+def recording_rule_names() -> set[str]:
+    """Names recorded by the repository's rule files."""
+    return {rule["record"] for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"] if "record" in rule}
+
+
+def known_series_names() -> set[str]:
+    """What a rule or a dashboard may query: obsqc's metrics, the recording rules, Prometheus's own."""
+    return exported_metric_names() | recording_rule_names() | _PROMQL_BUILTIN_SERIES
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (a small lexer, enough for our rules and dashboards):
+    strings, label matchers, ranges and label lists of by/without/on/ignoring/group_* are dropped, then
+    every identifier that is not a function call or a keyword is a metric name."""
+    text = re.sub(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'""", '""', expr)  # strings
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", text):
+        name, call = match.group(1), match.group(2)
+        if call or name.lower() in _PROMQL_KEYWORDS:
+            continue
+        names.add(name)
+    return names
 
 
 def require_tool(name: str, package: str) -> str:
