@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import promql_parser
 import pytest
@@ -374,6 +375,18 @@ def test_the_no_data_allowlist_names_queries_that_exist():
 
 # --- with a real Prometheus scraping a running obsqc -------------------------------------------------------
 
+def link_urls(panel: dict, labels: dict[str, str], base_url: str) -> list[str]:
+    """The data links of a table panel's columns for one row (its labels), as Grafana makes them: the obsqc
+    URL variable taken raw, ``${__data.fields.<column>}`` percent-encoded."""
+    urls = []
+    for override in panel["fieldConfig"]["overrides"]:
+        for prop in override["properties"]:
+            for link in prop["value"] if prop["id"] == "links" else []:
+                url = link["url"].replace("${obsqc_url:raw}", base_url)
+                urls.append(re.sub(r"\$\{__data\.fields\.(\w+)\}", lambda m: quote(labels[m.group(1)], safe=""), url))
+    return urls
+
+
 def _finite(result: list) -> bool:
     return any(math.isfinite(float(sample["value"][1])) for sample in result)
 
@@ -410,9 +423,23 @@ def test_every_expression_returns_data_from_prometheus_scraping_obsqc(observed_s
     assert sorted(rates) == ["S1", "S2", "S3", "S4"]
     assert {name for name, rate in rates.items() if rate > 0} >= set(ccds), (rates, ccds)
 
-    # The bad-exposure table shows it, with what its link needs.
+    # The bad-exposure table lists it, and its link opens the exposure's page.
     overview = load(DASHBOARD_DIR / "obsqc-overview.json")
-    table = next(p for p in overview["panels"] if p["type"] == "table")
+    table = next(p for p in all_panels(overview) if p["type"] == "table")
     rows = observed_service.query(concrete(table["targets"][0]["expr"], overview))
     mine = [r["metric"] for r in rows if r["metric"].get("exposure_id") == exposure_id]
     assert mine and mine[0]["ccds"] == ",".join(ccds), rows
+    urls = link_urls(table, mine[0], observed_service.api_url)
+    assert urls == [f"{observed_service.api_url}/ui/exposures/{quote(exposure_id, safe='')}"]
+    # ... and the galaxy table's links open a galaxy, the exposure's galaxies and its page.
+    science = load(DASHBOARD_DIR / "obsqc-science.json")
+    table = next(p for p in all_panels(science) if p["type"] == "table")
+    (first, *_) = observed_service.query(concrete(table["targets"][0]["expr"], science))
+    urls += link_urls(table, first["metric"], observed_service.api_url)
+    assert len(urls) == 4
+    with observed_service.client() as client:
+        for url in urls:
+            answer = client.get(url)
+            assert answer.status_code == 200, (url, answer.status_code, answer.text[:300])
+            kind = "application/json" if "/v1/" in url else "text/html"
+            assert answer.headers["content-type"].startswith(kind), url

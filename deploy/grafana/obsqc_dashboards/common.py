@@ -110,11 +110,12 @@ def ui_url_variable() -> db.TextBoxVariable:
             .current(dm.VariableOption(selected=True, text=UI_URL_DEFAULT, value=UI_URL_DEFAULT)))
 
 
-def ui_link(title: str, path: str) -> dm.DynamicConfigValue:
-    """A field override property making a table cell a link to ``<obsqc API URL><path>``; ``path`` may use
-    ``${__data.fields.<column>}`` (percent-encoded by Grafana), the base URL is taken raw."""
+def ui_link(*links: tuple[str, str]) -> dm.DynamicConfigValue:
+    """A field override property making a table cell link to ``<obsqc API URL><path>`` for each
+    ``(title, path)`` (several give a menu); ``path`` may use ``${__data.fields.<column>}`` (percent-encoded
+    by Grafana), the base URL is taken raw."""
     return dm.DynamicConfigValue(id_val="links", value=[
-        {"title": title, "url": f"${{{UI_URL_VARIABLE}:raw}}{path}", "targetBlank": True}])
+        {"title": title, "url": f"${{{UI_URL_VARIABLE}:raw}}{path}", "targetBlank": True} for title, path in links])
 
 
 def dashboard(uid: str, title: str, description: str) -> db.Dashboard:

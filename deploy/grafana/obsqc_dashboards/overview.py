@@ -44,7 +44,7 @@ def _verdicts():
         query("max by (instrument, band, exposure_id, verdict, flags, ccds) "
               f"(obsqc_recent_exposure_verdict{{{SELECT}}}) * 1000", instant=True, table=True),
         rename={"Value": "judged at"}, order=("exposure_id", "verdict", "instrument", "band", "flags", "ccds"),
-        columns={"exposure_id": [ui_link("Open the exposure's page", "/ui/exposures/${__data.fields.exposure_id}")],
+        columns={"exposure_id": [ui_link(("Open the exposure's page", "/ui/exposures/${__data.fields.exposure_id}"))],
                  "verdict": colored_text({"bad": VERDICT_COLORS["bad"], "warn": VERDICT_COLORS["warn"]}),
                  "judged at": [unit("dateTimeAsIso")]},
         sort_by="judged at", w=24, h=9)

@@ -140,7 +140,8 @@ def heat_map(title: str, description: str, target, *, unit: str = "short", w: in
              .calculate(True)
              .calculation(cb.HeatmapCalculationOptions().y_buckets(
                  cb.HeatmapCalculationBucketConfig().mode(cm.HeatmapCalculationMode.SIZE).value(str(bucket_size))))
-             .color(heatmap.HeatmapColorOptions().mode(HeatmapColorMode.SCHEME).scheme("Oranges").fill("dark-orange").steps(64))
+             .color(heatmap.HeatmapColorOptions().mode(HeatmapColorMode.SCHEME).scheme("Oranges")
+                    .fill("dark-orange").steps(64))
              .y_axis(heatmap.YAxisConfig().unit(unit))
              .cell_gap(1))
     return size(panel, w, h)

@@ -2,7 +2,8 @@
 
 Calibrated scores (sigma units against each instrument and band's reference) over time, their
 distribution, their hourly mean (optics or focus drifting over an hour), then the galaxies: scored per
-minute, the anomaly rate (anomalies per scored galaxy, s_disc above 3 sigma), scoring time, and the most anomalous galaxies of the last hour with links to them.
+minute, the anomaly rate (anomalies per scored galaxy, s_disc above 3 sigma), scoring time, and the most
+anomalous galaxies of the last hour with links to them.
 
 The score distributions are built from ``obsqc_last_score_sigma``, the scores of the newest exposure of
 each instrument and band as sampled at every scrape: an exposure counts once per scrape while it is
@@ -12,11 +13,12 @@ arrive about once per scrape interval).
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders.dashboard import Row
+from grafana_foundation_sdk.builders.dashboard import DashboardLink, Row
+from grafana_foundation_sdk.models.dashboard import DashboardLinkType
 
 from obsqc.service.settings import Settings
 from obsqc_dashboards.common import (
-    SELECT, dashboard, finish, instrument_band_variables, query, ui_link, ui_url_variable, variable,
+    SELECT, UI_URL_VARIABLE, dashboard, finish, instrument_band_variables, query, ui_link, ui_url_variable, variable,
 )
 from obsqc_dashboards.panels import bar_gauge, heat_map, histogram_panel, row, stat_panel, table_panel, time_series
 from obsqc_dashboards.panels import unit
@@ -95,12 +97,14 @@ def _galaxies():
     yield table_panel(
         "Most anomalous galaxies (last hour)",
         f"The 10 galaxies with the highest s_disc sigma (above {GALAXY_ANOMALY_SIGMA:g}) scored in the last hour. "
-        "Click a galaxy for its scores and images, an exposure for its page.",
+        "Click a galaxy for its scores and images, an exposure for its galaxies in the gallery or its page.",
         query("max by (instrument, band, exposure_id, galaxy_id) "
               f"(obsqc_recent_galaxy_anomaly{{{SELECT}}})", instant=True, table=True),
         rename={"Value": "s_disc sigma"}, order=("galaxy_id", "s_disc sigma", "exposure_id", "instrument", "band"),
-        columns={"galaxy_id": [ui_link("Open the galaxy", "/v1/galaxies/${__data.fields.galaxy_id}")],
-                 "exposure_id": [ui_link("Open the exposure's page", "/ui/exposures/${__data.fields.exposure_id}")],
+        columns={"galaxy_id": [ui_link(("The galaxy's scores and images", "/v1/galaxies/${__data.fields.galaxy_id}"))],
+                 "exposure_id": [ui_link(("The exposure's galaxies in the gallery",
+                                          "/ui/galaxies?exposure_id=${__data.fields.exposure_id}"),
+                                         ("The exposure's page", "/ui/exposures/${__data.fields.exposure_id}"))],
                  "s_disc sigma": [unit("none")]},
         sort_by="s_disc sigma", w=12, h=9)
     yield time_series(
@@ -121,7 +125,9 @@ def build() -> dict:
     indicator = variable("indicator", "Indicator", SCORE)
     d = (dashboard(UID, "obsqc: science", "Calibrated score distributions and drift, galaxy anomaly rate and the "
                    "most anomalous galaxies.")
-         .variables([*instrument_band_variables(), indicator, ui_url_variable()]))
+         .variables([*instrument_band_variables(), indicator, ui_url_variable()])
+         .link(DashboardLink("galaxy gallery").type(DashboardLinkType.LINK).target_blank(True).icon("external link")
+               .url(f"${{{UI_URL_VARIABLE}:raw}}/ui/galaxies?min_sigma={GALAXY_ANOMALY_SIGMA:g}")))
     for section in (_scores, _galaxies):
         for item in section():
             d = d.with_row(item) if isinstance(item, Row) else d.with_panel(item)
