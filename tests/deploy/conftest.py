@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +149,12 @@ class ObservedService:
     home: Path
     data: Path
     logs: dict[str, Path] = field(default_factory=dict)
+    night_ids: list[str] = field(default_factory=list)
+    """Ids of the normal night posted by the fixture (calibration, then normal exposures)."""
+    night_span: tuple[float, float] = (0.0, 0.0)
+    """Unix times from the first POST of the night to when Prometheus had evaluated its last verdict."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds each phase of the fixture took (simulate, start, calibrate, judge, scrape): for slow runs."""
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
 
     def client(self) -> httpx.Client:
@@ -287,18 +294,38 @@ def observed_service(tmp_path_factory) -> ObservedService:
             service = ObservedService(api_url=f"http://127.0.0.1:{api_port}",
                                       prometheus_url=f"http://127.0.0.1:{prom_port}",
                                       token=TOKEN, home=home, data=data, logs=logs)
-            # Simulate the night while both start (the exposures do not need the service).
-            night = [service.make_exposure(None, seed) for seed in range(CALIBRATION_EXPOSURES + NORMAL_EXPOSURES)]
-            _wait_http(f"{service.api_url}/readyz", up, logs["obsqc up"], 120, "obsqc up")
-            _wait_http(f"{service.prometheus_url}/-/ready", prom, logs["prometheus"], 60, "prometheus")
-            ids = [service.post(path) for path in night[:CALIBRATION_EXPOSURES]]
-            verdicts = [service.wait_verdict(i)["verdict"] for i in ids]
-            assert verdicts.count("calibrating") >= CALIBRATION_EXPOSURES - 2, verdicts  # two workers race
-            normal = [service.wait_verdict(service.post(path)) for path in night[CALIBRATION_EXPOSURES:]]
+            # Simulate the night in the background while both start and while the service judges the
+            # first exposures (each is posted as soon as it is written).
+            clock = time.monotonic()
+
+            def phase(name: str) -> None:
+                nonlocal clock
+                service.timings[name] = round(time.monotonic() - clock, 1)
+                clock = time.monotonic()
+
+            with ThreadPoolExecutor(1) as simulator:
+                night = [simulator.submit(service.make_exposure, None, seed)
+                         for seed in range(CALIBRATION_EXPOSURES + NORMAL_EXPOSURES)]
+                _wait_http(f"{service.api_url}/readyz", up, logs["obsqc up"], 120, "obsqc up")
+                _wait_http(f"{service.prometheus_url}/-/ready", prom, logs["prometheus"], 60, "prometheus")
+                phase("start")
+                started = time.time()
+                ids = [service.post(path.result()) for path in night[:CALIBRATION_EXPOSURES]]
+                phase("simulate")
+                verdicts = [service.wait_verdict(i)["verdict"] for i in ids]
+                assert verdicts.count("calibrating") >= CALIBRATION_EXPOSURES - 2, verdicts  # two workers race
+                phase("calibrate")
+                normal = [service.post(path.result()) for path in night[CALIBRATION_EXPOSURES:]]
+                normal = [service.wait_verdict(i) for i in normal]
             assert all(body["verdict"] == "ok" for body in normal), normal
-            # Prometheus has scraped every verdict before anyone looks.
+            service.night_ids = ids + [body["id"] for body in normal]
+            phase("judge")
+            # Prometheus has scraped every verdict, and evaluated the rules on it, before anyone looks.
             service.wait_query("sum(obsqc_exposures_judged_total)", 30,
                                until=lambda r: r and float(r[0]["value"][1]) >= len(night))
+            time.sleep(3)
+            service.night_span = (started, time.time())
+            phase("scrape")
             yield service
         finally:
             _stop(up, signal.SIGINT, 90)
