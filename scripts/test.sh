@@ -32,4 +32,6 @@ if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 || true
 fi
 # The Debian package starts a system Prometheus on :9090; the tests start their own on free ports.
-exec .venv/bin/python -m pytest -n 2 "$@"
+# --dist loadgroup: the tests sharing the observed service (obsqc up + Prometheus, tests/deploy/conftest.py)
+# run in one worker, so it starts once.
+exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"

@@ -107,6 +107,14 @@ def promql_metric_names(expr: str) -> set[str]:
     return names
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Tests on the observed service share one xdist group: under ``--dist loadgroup`` (scripts/test.sh)
+    they run in one worker, so one ``obsqc up`` and one Prometheus serve them all."""
+    for item in items:
+        if "observed_service" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("observed_service"))
+
+
 def require_tool(name: str, package: str) -> str:
     """The path of ``name``; skip when missing, or fail when the ``CI`` variable is set."""
     found = shutil.which(name)
