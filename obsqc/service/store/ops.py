@@ -203,11 +203,9 @@ def _pair_state(session: Session, reference: ReferenceRow, now: dt.datetime, dep
         run = [*pair, ExposureRow.verdict == "calibrating"]
         if last_judged is not None:
             run.append(ExposureRow.received_at > last_judged)
+        # min() keeps the column's type: an aware UTC datetime on every dialect.
         since_at = session.execute(select(func.min(ExposureRow.finished_at)).where(*run)).scalar_one_or_none()
-        if since_at is not None and since_at.tzinfo is None:  # an aggregate bypasses the column's type
-            since_at = since_at.replace(tzinfo=dt.UTC)
-        elif since_at is None:
-            since_at = recent[0].finished_at
+        since_at = since_at or recent[0].finished_at
     judged = [flag_ccds(r.flags) for r in recent if r.verdict in _JUDGED]
     return PairState(reference.instrument, reference.band, int(reference.n_exposures or 0), reference.created_at,
                      calibrating, since_at, ccd_streaks(judged))
