@@ -52,9 +52,13 @@ name                                      type       labels                     
 ``obsqc_job_retries_total``               counter    (none)                       failure callback
 ``obsqc_http_requests_total``             counter    method, route, status        API
 ``obsqc_http_request_duration_seconds``   histogram  method, route                API
+``obsqc_galaxies_scored_total``           counter    instrument, band             gpu worker
+``obsqc_galaxy_anomalies_total``          counter    instrument, band             gpu worker
+``obsqc_galaxy_scoring_seconds``          histogram  step                         gpu worker
+``obsqc_galaxy_batch_size``               histogram  (none)                       gpu worker
 ``obsqc_redis_up``                        gauge      (none)                       API, at scrape time
-``obsqc_queue_jobs``                      gauge      state                        API, at scrape time
-``obsqc_workers``                         gauge      (none)                       API, at scrape time
+``obsqc_queue_jobs``                      gauge      queue, state                 API, at scrape time
+``obsqc_workers``                         gauge      queue                        API, at scrape time
 ========================================  =========  ===========================  ====================
 
 From the verdict store, at scrape time (:mod:`obsqc.service.ops_metrics`, bounded queries of
@@ -87,6 +91,10 @@ from pathlib import Path
 from typing import IO, Any
 
 logger = logging.getLogger(__name__)
+
+VERDICTS: tuple[str, ...] = ("ok", "warn", "bad", "calibrating", "rejected", "error")
+"""The verdicts of ``obsqc_exposures_judged_total``; each series exists (at 0) from an instrument and
+band's first verdict."""
 
 __all__ = [
     "LABEL_MAX_CHARS",
@@ -366,6 +374,11 @@ class ServiceMetrics:
         ``(ccd, flag)`` pairs.
         """
         instrument_l, band_l = label_value(instrument), label_value(band)
+        # Every verdict series of this instrument and band exists from its first verdict on (at 0), so
+        # that increase() and rate() over a window see the first bad or error verdict too: a counter
+        # series born at 1 has no earlier sample to subtract.
+        for other in VERDICTS:
+            self.exposures_judged.labels(instrument_l, band_l, other)
         self.exposures_judged.labels(instrument_l, band_l, label_value(verdict)).inc()
         latency = _finite(latency_s)
         if latency is not None:

@@ -456,3 +456,13 @@ def test_promtool_accepts_the_exposition(metrics, tmp_path):
         names = {family.name for family in text_string_to_metric_families(body.decode())}
         assert all(name.startswith("obsqc_") for name in names)
     assert "obsqc_last_score_sigma" in names and "obsqc_redis_up" in names
+
+
+def test_every_verdict_series_exists_from_the_first_verdict(metrics, tmp_path):
+    """increase() over a window needs a sample before the first bad verdict: all verdicts start at 0."""
+    metrics.exposure_judged(instrument="HSC", band="z", verdict="ok", latency_s=1.0, step_s={}, sigmas={},
+                            flagged_ccds=[])
+    s = _samples(render_metrics(tmp_path / "metrics", None)[0])
+    assert _value(s, "obsqc_exposures_judged_total", instrument="HSC", band="z", verdict="ok") == 1
+    for verdict in ("warn", "bad", "calibrating", "rejected", "error"):
+        assert _value(s, "obsqc_exposures_judged_total", instrument="HSC", band="z", verdict=verdict) == 0
