@@ -127,7 +127,8 @@ def _fmt(value: float | None, unit: str = "sigma") -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.1f} {unit}"
 
 
-def focal_plane(ccds: list[dict], detsec: dict | None, shapes: dict | None, flagged: dict[str, list[str]]) -> FocalPlane:
+def focal_plane(ccds: list[dict], detsec: dict | None, shapes: dict | None,
+                flagged: dict[str, list[str]]) -> FocalPlane:
     """The focal-plane map of ``ccds`` (dicts with ``ccd``, ``background_sigma``, ``large_scale_sigma``,
     ``background_kl``, ``line_z``, ``n_sources``); ``flagged`` maps a CCD name to the flags naming it."""
     names = [str(c["ccd"]) for c in ccds]
@@ -151,7 +152,8 @@ def focal_plane(ccds: list[dict], detsec: dict | None, shapes: dict | None, flag
     for name in sorted(boxes, key=natural_key):
         bx, by, bw, bh = boxes[name]
         c = by_name[name]
-        sigmas = [v for v in (c.get("background_sigma"), c.get("large_scale_sigma")) if v is not None and math.isfinite(v)]
+        sigmas = [v for v in (c.get("background_sigma"), c.get("large_scale_sigma"))
+                  if v is not None and math.isfinite(v)]
         sigma = max(sigmas) if sigmas else None
         fill = colour(sigma)
         w, h = bw * scale, bh * scale

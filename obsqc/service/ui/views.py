@@ -137,6 +137,7 @@ class ExposureView:
     pending: bool
     skipped_ccds: list[tuple[str, str]] = field(default_factory=list)
     views_missing: bool = False
+    n_flagged_ccds: int = 0
 
 
 def _scores(row: ExposureRow) -> list[tuple[str, float | None, float | None]]:
@@ -178,4 +179,4 @@ def exposure_view(row: ExposureRow, artifacts: Path, now: dt.datetime | None = N
     return ExposureView(item=list_item(row), row=row, explanations=[explain(f) for f in flags], scores=_scores(row),
                         focal=focal, histograms=histograms, thumbnails=thumbnails,
                         summary_plot=(artifacts / "summary.png").is_file(), pending=pending, skipped_ccds=skipped,
-                        views_missing=judged and not views)
+                        views_missing=judged and not views, n_flagged_ccds=len(flagged))

@@ -27,7 +27,8 @@ def test_natural_order():
 def test_focal_plane_from_detsec_keeps_the_camera_layout_with_y_up():
     # two CCDs side by side on the bottom row, one above the left one (FITS y up)
     detsec = {"A": [1, 100, 1, 200], "B": [121, 220, 1, 200], "C": [1, 100, 221, 420]}
-    f = focal_plane([_ccd("A", 7.0), _ccd("B", 1.0), _ccd("C", None, 4.0)], detsec, None, {"A": ["background_gradient"]})
+    flagged = {"A": ["background_gradient"]}
+    f = focal_plane([_ccd("A", 7.0), _ccd("B", 1.0), _ccd("C", None, 4.0)], detsec, None, flagged)
     assert f.from_detsec
     boxes = {c.name: c for c in f.ccds}
     assert boxes["A"].y > boxes["C"].y  # C is above A on the sky: smaller SVG y
