@@ -56,6 +56,9 @@ EXPOSURE_REFRESH_S = 2
 GALLERY_REFRESH_S = 15
 """Seconds between refreshes of the first page of the gallery."""
 
+COUNTS_WINDOW_H = 24
+"""The counts per verdict above the exposure list cover the exposures received in this many hours."""
+
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
@@ -123,7 +126,7 @@ def exposures_page(
         except ValueError:
             notice, older = "that page link is not valid any more: showing the newest exposures", None
             page = newest_exposures(session, filters, limit=limit)
-        counts = verdict_counts(session, filters)
+        counts = verdict_counts(session, filters, dt.datetime.now(dt.UTC) - dt.timedelta(hours=COUNTS_WINDOW_H))
         instruments = known_values(session, ExposureRow.instrument)
         bands = known_values(session, ExposureRow.band)
         items = [list_item(r) for r in page.rows]
@@ -138,7 +141,8 @@ def exposures_page(
     older_url = "/ui/exposures?" + urlencode({**query, "older": page.older}) if page.older else None
     return _page("exposures.html", items=items, filters=filters, counts=counts, instruments=instruments, bands=bands,
                  notice=notice, live_url=None if older else live_url, first_url=live_url if older else None,
-                 older_url=older_url, refresh_s=LIST_REFRESH_S, verdict_urls=verdict_urls, active="exposures")
+                 older_url=older_url, refresh_s=LIST_REFRESH_S, verdict_urls=verdict_urls,
+                 counts_window_h=COUNTS_WINDOW_H, active="exposures")
 
 
 @router.get("/galaxies")

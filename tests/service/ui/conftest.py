@@ -10,7 +10,8 @@ from obsqc.detectors.scoring import CCDScore, ExposureScore, Indicator
 from obsqc.service.store import record_galaxies, record_received, record_verdict
 from tests.service.api.conftest import app, client, data_root, server_url, settings, state  # noqa: F401
 
-T0 = dt.datetime(2024, 3, 1, 4, 0, tzinfo=dt.UTC)
+T0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=2)
+"""Exposures are received from here on (recent: the list's counts cover the last 24 hours)."""
 
 BG_FLAG = {"name": "background_gradient", "sigma": 7.3, "ccds": ["S2"],
            "reason": "background_gradient at 7.3 sigma on CCD S2: ..."}

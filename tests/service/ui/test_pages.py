@@ -42,9 +42,10 @@ def test_exposure_list_is_newest_first_with_verdicts_flags_and_counts(client, st
     store_exposure(state, "E2", "bad", minutes=2, flags=[BG_FLAG], reason=BG_FLAG["reason"])
     store_exposure(state, "E3", None, minutes=3)
     store_exposure(state, "E4", "warn", minutes=4, instrument="HSC", band="i", flags=["linear_feature"])
+    store_exposure(state, "E0", "bad", minutes=-3 * 24 * 60)  # listed, but older than the counts' window
     html = client.get("/ui/exposures").text
-    assert _keys(html) == ["E4", "E3", "E2", "E1"]
-    assert _badges(html) == ["warn", "queued", "bad", "ok"]
+    assert _keys(html) == ["E4", "E3", "E2", "E1", "E0"]
+    assert _badges(html) == ["warn", "queued", "bad", "ok", "bad"]
     assert "bkg gradient S2" in html and ">trail<" in html
     assert 'data-live-url="/ui/exposures"' in html
     counts = dict(re.findall(r'<span class="badge v-([a-z]+)">[a-z]+</span><span class="n">(\d+)</span>', html))
