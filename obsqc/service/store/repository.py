@@ -10,7 +10,9 @@ inserted meanwhile never shift or repeat a page.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
 import math
@@ -22,7 +24,7 @@ import numpy as np
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, and_, create_engine, delete, event, or_, select, tuple_
+from sqlalchemy import Engine, and_, create_engine, delete, event, or_, select, text, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,14 +78,41 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine):
+    """For a SQLite file: an exclusive ``flock`` on ``<file>.migrate.lock`` while migrating (its readers would
+    otherwise all find the tables missing and all create them); for anything else, nothing."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    with open(Path(database).expanduser().with_name(Path(database).name + ".migrate.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+MIGRATION_LOCK_KEY: int = 0x6F627371  # "obsq"
+"""PostgreSQL advisory-lock key held while migrating: several API replicas or workers starting at once on
+an empty database migrate one after another (the later ones find it at head), never side by side."""
+
+
 def upgrade(url: str | Engine, revision: str = "head") -> None:
-    """Migrate the database at ``url`` (or behind an engine) to ``revision``; a no-op when already there."""
+    """Migrate the database at ``url`` (or behind an engine) to ``revision``; a no-op when already there.
+
+    Safe to call from many processes at once: on PostgreSQL the migration runs under a transaction-level
+    advisory lock (:data:`MIGRATION_LOCK_KEY`); on SQLite the first writer's transaction serialises them.
+    """
     engine = make_engine(url) if isinstance(url, str) else url
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
     try:
-        with engine.begin() as connection:
+        with _sqlite_file_lock(engine), engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("select pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     finally:

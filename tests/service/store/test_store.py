@@ -181,3 +181,31 @@ def test_migrations_build_exactly_the_models(database_url, engine):
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": False}), Base.metadata)
     assert diff == []
+
+
+def test_migrations_started_at_once_by_many_processes_all_succeed(database_url):
+    """Replicas starting together on an empty database (Kubernetes, compose): each upgrade succeeds and the
+    database ends at head once (PostgreSQL: the advisory lock; SQLite: the writer's transaction)."""
+    import multiprocessing
+
+    from sqlalchemy import inspect
+
+    from obsqc.service.store import make_engine
+
+    # Processes, as in a deployment (alembic's command API keeps module-level state: not for threads).
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=upgrade, args=(database_url,)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    engine = make_engine(database_url)
+    try:
+        assert "exposures" in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            from sqlalchemy import text
+
+            assert len(conn.execute(text("select version_num from alembic_version")).all()) == 1
+    finally:
+        engine.dispose()
