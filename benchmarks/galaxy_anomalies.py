@@ -57,6 +57,10 @@ SCORES = ("s_gen", "s_disc", "s_anom")
 BASELINES = ("pca_iforest", "pca_residual")
 """Baselines: PCA + isolation forest (seed 001), PCA reconstruction error."""
 
+PAPER_SCORES = ("l1_gen", "l_tot")
+"""The paper's own s_gen (eq. 5, L1 of the scaled images) and s_anom (L_tot), from the same refinement,
+reported beside obsqc's noise-unit scores (``obsqc.models.noise_scores``) as further rows."""
+
 SIGMA_CUT = 3.0
 """The high-anomaly cut of section 4.1, sigma."""
 
@@ -386,12 +390,13 @@ def run(model_dir: Path, *, n: int, rate: float, seed: int, n_fit: int, pca_comp
     timings["simulate"] = time.perf_counter() - t0
     log(f"simulated {n} cutouts ({int(is_anom.sum())} anomalous) in {timings['simulate']:.0f} s")
     t0 = time.perf_counter()
-    parts = {k: [] for k in SCORES}
+    parts = {k: [] for k in (*SCORES, *PAPER_SCORES)}
     for i in range(0, n, 2048):  # in chunks: the reconstructions are not kept
         s = scorer.score(images[i:i + 2048], batch_size=batch_size)
-        for k in SCORES:
+        for k in parts:
             parts[k].append(getattr(s, k))
     scores = {k: np.concatenate(v) for k, v in parts.items()}
+    paper = {f"paper_{k}": scores.pop(k) for k in PAPER_SCORES}
     timings["score"] = time.perf_counter() - t0
     diagnostics = None
     if twins:
@@ -405,6 +410,7 @@ def run(model_dir: Path, *, n: int, rate: float, seed: int, n_fit: int, pca_comp
     t0 = time.perf_counter()
     pca, forest = fit_baselines(fit, pca_components, seed, n_jobs=threads)
     base = baseline_scores(pca, forest, images)
+    base.update(paper)  # the paper's own L1 s_gen and L_tot, for comparison with obsqc's scores
     timings["baselines"] = time.perf_counter() - t0
     log(f"baselines fitted on {n_fit} normal cutouts and scored in {timings['baselines']:.0f} s")
     result = {

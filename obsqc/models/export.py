@@ -43,6 +43,8 @@ from obsqc.models.onnx_scoring import (
     GalaxyScorer,
     read_metadata,
 )
+from obsqc.models.noise_scores import MODEL_ERROR
+from obsqc.models.preprocess import REFERENCE_NOISE, SOFTENING_Q, STRETCH
 from obsqc.models.refine import RefinementScorer
 from obsqc.models.train import AUTOENCODER_CHECKPOINT, WGAN_CHECKPOINT, load_checkpoint, rebuild_autoencoder, \
     rebuild_wgan
@@ -267,15 +269,29 @@ def export_models(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike,
         G, C, E, config = rebuild_wgan(state)
         export_galaxy_scorer(G, C, E, config, out / GALAXY_SCORER_FILE)
         entry = {"file": GALAXY_SCORER_FILE, "config": state["config"], "channels": config.channels,
-                 "size": config.size, "training": _training_record(state), "reference": {}, "n_reference": 0}
-        if heldout_images is not None and len(heldout_images):
-            scores = GalaxyScorer(out, threads=threads).score(heldout_images)
-            entry.update(reference=reference_stats({n: getattr(scores, n) for n in SCORE_NAMES}),
-                         n_reference=len(scores))
+                 "size": config.size, "training": _training_record(state), "reference": {}, "n_reference": 0,
+                 "input_scale": {"kind": "asinh", "per_image": False, "stretch": STRETCH, "Q": SOFTENING_Q,
+                                 "reference_noise": REFERENCE_NOISE},
+                 "noise_score": {"model_error": MODEL_ERROR}}
         meta["galaxy_scorer"] = entry
+        if heldout_images is not None and len(heldout_images):
+            # Two passes: s_anom standardises s_gen and s_disc by their reference (noise_scores.anomaly_score),
+            # so those two come first, then s_anom's own reference with them in place.
+            _write_metadata(out, meta)
+            scores = GalaxyScorer(out, threads=threads).score(heldout_images)
+            entry.update(reference=reference_stats({n: getattr(scores, n) for n in ("s_gen", "s_disc")}),
+                         n_reference=len(scores))
+            _write_metadata(out, meta)
+            scores = GalaxyScorer(out, threads=threads).score(heldout_images)
+            entry["reference"].update(reference_stats({"s_anom": scores.s_anom}))
         logger.info("exported the galaxy scorer to %s", out / GALAXY_SCORER_FILE)
 
+    _write_metadata(out, meta)
+    return meta
+
+
+def _write_metadata(out: Path, meta: dict[str, Any]) -> None:
+    """``model.json`` written atomically (a reader never sees half a file)."""
     tmp = out / (METADATA_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out / METADATA_FILE)
-    return meta

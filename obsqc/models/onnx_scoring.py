@@ -4,9 +4,10 @@ This is what the service loads, one instance per worker process:
 
 * :class:`AutoencoderScorer`: ``autoencoder.onnx``: source stamps (N, 64, 64) -> per-stamp
   reconstruction MSE (Alonso, Zhang & Li, eq. 9) and the reconstructions.
-* :class:`GalaxyScorer`: ``galaxy_scorer.onnx``: cutouts (N, C, S, S) in [0, 1] -> s_gen, s_disc,
-  s_anom and the reconstruction G(z) of Storey-Fisher et al. (2021) section 3.2; the encoder and the
-  10-step latent refinement run inside the graph. ``reference`` gives the mean and standard deviation
+* :class:`GalaxyScorer`: ``galaxy_scorer.onnx``: cutouts (N, C, S, S) on the fixed asinh scale ->
+  the reconstruction G(z) of Storey-Fisher et al. (2021) section 3.2 (the encoder and the 10-step
+  latent refinement run inside the graph) and the scores s_gen (residual in noise units,
+  :mod:`obsqc.models.noise_scores`), s_disc (critic features, eq. 6) and s_anom. ``reference`` gives the mean and standard deviation
   of each score on held-out normal images (written at export), to put scores in sigma units
   (section 4.1: s_disc > 3 sigma is the high-anomaly sample) until the survey's running
   distribution takes over.
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
+from obsqc.models.noise_scores import MODEL_ERROR, anomaly_score, generator_score
 
 __all__ = [
     "AUTOENCODER_FILE",
@@ -158,12 +161,21 @@ class AutoencoderScorer:
 
 @dataclass(frozen=True)
 class GalaxyScores:
-    """Scores of section 3.2 for N cutouts: s_gen, s_disc, s_anom float64 (N,), reconstruction (N, C, S, S)."""
+    """Scores of N cutouts, float64 (N,) each, and the reconstructions G(z) (N, C, S, S).
+
+    ``s_gen``: ln of the reduced chi-square of the residual in noise units
+    (:func:`obsqc.models.noise_scores.generator_score`); ``s_disc``: the critic-feature L1 of 003 eq. 6;
+    ``s_anom``: their weighted sum in sigma units (:func:`obsqc.models.noise_scores.anomaly_score`).
+    ``l1_gen`` and ``l_tot`` are the paper's own s_gen (eq. 5, L1 of the scaled images) and
+    s_anom (L_tot after refinement), as the ONNX graph computes them, kept for comparison.
+    """
 
     s_gen: np.ndarray
     s_disc: np.ndarray
     s_anom: np.ndarray
     reconstruction: np.ndarray
+    l1_gen: np.ndarray | None = None
+    l_tot: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.s_anom)
@@ -197,6 +209,16 @@ class GalaxyScorer:
         """{score name: (mean, std)} on held-out normal images, from the exported metadata."""
         return _reference_pairs(self.metadata)
 
+    @property
+    def model_error(self) -> float:
+        """The fractional model error of s_gen (``model.json``, else :data:`noise_scores.MODEL_ERROR`)."""
+        return float((self.metadata.get("noise_score") or {}).get("model_error", MODEL_ERROR))
+
+    @property
+    def lambda_anom(self) -> float:
+        """lambda of s_anom (003 section 3.2: 0.3), from the exported config."""
+        return float((self.metadata.get("config") or {}).get("lambda_anom", 0.3))
+
     def score(self, cutouts: np.ndarray, batch_size: int = 64) -> GalaxyScores:
         """Score cutouts (N, C, S, S) in [0, 1] (float32; (C, S, S) for one); N = 0 gives empty arrays."""
         x = np.asarray(cutouts, dtype=np.float32)
@@ -209,11 +231,14 @@ class GalaxyScorer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(x) == 0:
             e = np.zeros(0, np.float64)
-            return GalaxyScores(e, e.copy(), e.copy(), np.zeros((0, *shape), np.float32))
+            return GalaxyScores(e, e.copy(), e.copy(), np.zeros((0, *shape), np.float32), e.copy(), e.copy())
         parts: list[list[np.ndarray]] = [[], [], [], []]
         for i in range(0, len(x), batch_size):
             out = dict(zip(self._outputs, self.session.run(None, {self._input: np.ascontiguousarray(x[i:i + batch_size])})))
             for k, name in enumerate((*SCORE_NAMES, "reconstruction")):
                 parts[k].append(out[name])
-        s_gen, s_disc, s_anom, rec = (np.concatenate(p) for p in parts)
-        return GalaxyScores(s_gen.astype(np.float64), s_disc.astype(np.float64), s_anom.astype(np.float64), rec)
+        l1_gen, s_disc, l_tot, rec = (np.concatenate(p) for p in parts)
+        s_gen = generator_score(x, rec, model_error=self.model_error)
+        s_disc = s_disc.astype(np.float64)
+        s_anom = anomaly_score(s_gen, s_disc, lam=self.lambda_anom, reference=self.reference)
+        return GalaxyScores(s_gen, s_disc, s_anom, rec, l1_gen.astype(np.float64), l_tot.astype(np.float64))

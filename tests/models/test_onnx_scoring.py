@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from obsqc.models import onnx_scoring
+from obsqc.models.noise_scores import generator_score
 from obsqc.models.onnx_scoring import (
     AutoencoderScorer,
     GalaxyScorer,
@@ -101,10 +102,15 @@ def test_galaxy_scores_batches_and_reference(model_dir):
     scorer = GalaxyScorer(model_dir, threads=1)
     assert (scorer.channels, scorer.size) == (1, S)
     r = scorer.score(x, batch_size=10)
-    want = np.abs(x / 2).sum(axis=(1, 2, 3))
-    np.testing.assert_allclose(r.s_gen, want, rtol=1e-6)
-    np.testing.assert_allclose(r.s_disc, 2 * want, rtol=1e-6)
-    np.testing.assert_allclose(r.s_anom, 0.7 * want + 0.6 * want, rtol=1e-6)
+    l1 = np.abs(x / 2).sum(axis=(1, 2, 3))
+    # The graph's own outputs: the paper's L1 s_gen and L_tot, and s_disc as it is.
+    np.testing.assert_allclose(r.l1_gen, l1, rtol=1e-6)
+    np.testing.assert_allclose(r.l_tot, 0.7 * l1 + 0.6 * l1, rtol=1e-6)
+    np.testing.assert_allclose(r.s_disc, 2 * l1, rtol=1e-6)
+    # obsqc's s_gen: ln of the reduced chi-square in noise units, from the cutouts and the reconstruction.
+    np.testing.assert_allclose(r.s_gen, generator_score(x, x / 2), rtol=1e-6)
+    # s_anom: 0.7 and 0.3 of s_gen and s_disc in sigma units of model.json's reference.
+    np.testing.assert_allclose(r.s_anom, 0.7 * (r.s_gen - 10.0) / 2.0 + 0.3 * (r.s_disc - 20.0) / 4.0, rtol=1e-6)
     assert r.s_gen.dtype == np.float64 and r.reconstruction.dtype == np.float32
     np.testing.assert_allclose(r.reconstruction, x / 2)
     one = scorer.score(x, batch_size=64)

@@ -10,14 +10,15 @@ import pytest
 from astropy.visualization import make_lupton_rgb
 from numpy.testing import assert_allclose
 
-from obsqc.models.preprocess import REFERENCE_NOISE, asinh_scale, lupton_constants, normalize_stamps
+from obsqc.models.preprocess import REFERENCE_NOISE, asinh_scale, asinh_unscale, lupton_constants, normalize_stamps
 
 
-def lupton_twin(images: np.ndarray, stretch: float = 0.5, Q: float = 15.0) -> np.ndarray:
+def lupton_twin(images: np.ndarray, stretch: float = 0.5, Q: float = 15.0, per_image: bool = True) -> np.ndarray:
     """Plain-numpy Lupton et al. (2004) as papers/003 §2 uses it, written from the formula, float64.
 
     I = mean over bands, f(I) = asinh(Q I / stretch) * 0.1 / asinh(0.1 Q), X_c = max(x_c f(I) / I, 0)
-    (0 where I <= 0), channels divided by max_c X_c where it exceeds 1, then per image min-max to [0, 1].
+    (0 where I <= 0), channels divided by max_c X_c where it exceeds 1, then per image min-max to [0, 1]
+    (the paper), or, without ``per_image``, nothing more (obsqc's fixed scale).
     """
     x = np.nan_to_num(np.asarray(images, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     out = np.empty_like(x)
@@ -29,6 +30,9 @@ def lupton_twin(images: np.ndarray, stretch: float = 0.5, Q: float = 15.0) -> np
         X = np.maximum(im * ratio, 0.0)
         m = X.max(axis=0)
         X = np.where(m > 1, X / np.where(m > 1, m, 1.0), X)
+        if not per_image:
+            out[i] = X
+            continue
         lo, hi = X.min(), X.max()
         out[i] = (X - lo) / (hi - lo) if hi > lo else 0.0
     return out
@@ -52,18 +56,19 @@ def _inputs(kind: str, c: int) -> np.ndarray:
 
 @pytest.mark.parametrize("c", [1, 3])
 @pytest.mark.parametrize("kind", ["random", "constant", "nan_holed", "tiny", "huge"])
-def test_asinh_scale_matches_plain_numpy_twin(kind, c):
+@pytest.mark.parametrize("per_image", [True, False])
+def test_asinh_scale_matches_plain_numpy_twin(kind, c, per_image):
     x = _inputs(kind, c)
-    y = asinh_scale(x)
+    y = asinh_scale(x, per_image=per_image)
     assert y.dtype == np.float32 and y.shape == x.shape
-    assert_allclose(y, lupton_twin(x), atol=2e-6)
+    assert_allclose(y, lupton_twin(x, per_image=per_image), atol=2e-6)
     assert y.min() >= 0.0 and y.max() <= 1.0
 
 
 def test_three_bands_match_astropy_make_lupton_rgb_as_the_paper_called_it():
     # The paper's code: make_lupton_rgb(i, r, g, Q=15, stretch=0.5, minimum=0), then 0-1 per image.
     x = _inputs("random", 3).astype(np.float64)
-    for im, ours in zip(x, asinh_scale(x)):
+    for im, ours in zip(x, asinh_scale(x, per_image=True)):
         rgb = make_lupton_rgb(im[0], im[1], im[2], Q=15, stretch=0.5, interval=None, minimum=0,
                               output_dtype=np.float64)
         rgb = np.moveaxis(rgb, 2, 0)
@@ -79,12 +84,33 @@ def test_lupton_constants_are_astropys():
     assert_allclose(np.arcsinh(soften * v) * slope, LuptonAsinhStretch(stretch=0.5, Q=15)(v.copy()), rtol=1e-12)
 
 
-def test_every_image_spans_zero_to_one_and_flat_images_are_zero():
+def test_per_image_every_image_spans_zero_to_one_and_flat_images_are_zero():
     x = _inputs("random", 1)
-    y = asinh_scale(x).reshape(len(x), -1)
+    y = asinh_scale(x, per_image=True).reshape(len(x), -1)
     assert_allclose(y.min(axis=1), 0.0)
     assert_allclose(y.max(axis=1), 1.0)
-    assert np.all(asinh_scale(np.full((2, 1, 8, 8), 3.0)) == 0.0)
+    assert np.all(asinh_scale(np.full((2, 1, 8, 8), 3.0), per_image=True) == 0.0)
+
+
+def test_the_fixed_scale_does_not_depend_on_the_brightest_pixel():
+    """The default: a cosmic ray added to one pixel leaves every other pixel's value unchanged (with the
+    paper's per-image normalisation it would dim the whole image)."""
+    x = _inputs("random", 1)
+    hit = x.copy()
+    hit[:, 0, 2, 2] = 500.0
+    y, y_hit = asinh_scale(x), asinh_scale(hit)
+    mask = np.ones(x.shape, bool)
+    mask[:, 0, 2, 2] = False
+    assert_allclose(y_hit[mask], y[mask])
+    assert np.all(y_hit[:, 0, 2, 2] > y.max(axis=(1, 2, 3)))
+    assert not np.allclose(asinh_scale(hit, per_image=True)[mask], asinh_scale(x, per_image=True)[mask], atol=1e-3)
+
+
+def test_asinh_unscale_inverts_the_fixed_scale():
+    x = np.abs(_inputs("random", 1))
+    assert_allclose(asinh_unscale(asinh_scale(x)), x, rtol=1e-4, atol=1e-6)
+    assert np.all(asinh_unscale(np.array([-0.5, 0.0])) == 0.0)
+    assert np.isfinite(asinh_unscale(np.array([1.0, 7.0]))).all()
 
 
 def test_sigma_rescales_to_the_reference_noise():
