@@ -13,7 +13,8 @@ What runs:
    nuclei, tidal features, extreme colours with three bands, satellite trails, cosmic rays, bad
    deblends). Its seed must differ from the training seed (checked against ``model.json``).
 2. Every cutout is scored by :class:`obsqc.models.onnx_scoring.GalaxyScorer` (encoder, 10-step latent
-   refinement, s_gen, s_disc, s_anom: Storey-Fisher et al. 2021 section 3.2, eq. 5-6).
+   refinement, s_gen, s_disc, s_anom: Storey-Fisher et al. 2021 section 3.2, eq. 5-6; s_gen in noise
+   units, :mod:`obsqc.models.noise_scores`). The paper's own L1 s_gen and L_tot are reported as extra rows.
 3. Scores are put in sigma units, (s - mean) / std (section 4.1). Three references are reported:
    ``normal`` (the headline): mean and std of the sample's normal cutouts, as the issue asks;
    ``sample``: of the whole sample, anomalies included, which is what section 4.1 does on HSC and what
