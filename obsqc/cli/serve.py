@@ -21,8 +21,10 @@ def serve(
     from sqlalchemy.engine import make_url
 
     from obsqc.service.api import create_app
+    from obsqc.service.lifecycle import follow_parent_from_env
     from obsqc.service.settings import Settings
 
+    follow_parent_from_env()  # started by obsqc up: stop when it dies
     settings = Settings()
     if settings.redis_url is None:
         typer.echo("error: set OBSQC_REDIS_URL to the Redis of the workers (e.g. redis://host:6379/0), "

@@ -19,9 +19,11 @@ def worker(
     Needs OBSQC_REDIS_URL (the Redis of `obsqc up` or of a deployment) and OBSQC_DATABASE_URL (or the
     default SQLite under OBSQC_HOME, which only works on the machine that runs the API).
     """
+    from obsqc.service.lifecycle import follow_parent_from_env
     from obsqc.service.settings import Settings
     from obsqc.service.worker import run_workers
 
+    follow_parent_from_env()  # started by obsqc up: stop (gracefully) when it dies
     settings = Settings()
     if queue not in ("qc", "gpu"):
         typer.echo(f"error: --queue must be qc or gpu, not {queue!r}", err=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from obsqc.service.lifecycle import PARENT_ENV
 from obsqc.service.redis_embedded import EmbeddedRedis
 from obsqc.service.settings import Settings
 
@@ -82,6 +83,7 @@ class Stack:
             OBSQC_API_TOKEN=self.token, OBSQC_DATA_ROOTS=json.dumps([str(p) for p in s.data_roots]),
             OBSQC_METRICS_DIR=str(s.metrics_dir),
         )
+        env[PARENT_ENV] = str(os.getpid())  # they stop when obsqc up dies, even by kill -9 (lifecycle.py)
         return env
 
     def stop(self, log=print) -> None:

@@ -14,7 +14,6 @@ retries the interrupted job on another worker. A worker that dies unexpectedly i
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -25,29 +24,17 @@ import time
 
 from rq import Worker
 
+from obsqc.service.lifecycle import die_with_parent
 from obsqc.service.settings import Settings
 
 __all__ = ["release_jobs_of", "run_worker", "run_workers"]
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-
 
 def _die_with_parent() -> bool:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux only). Returns whether it is set."""
-    if not sys.platform.startswith("linux"):
-        return False
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
-            return False
-    except (OSError, AttributeError):
-        return False
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
-    return True
+    """SIGKILL this process when its parent dies (:func:`obsqc.service.lifecycle.die_with_parent`)."""
+    return die_with_parent(signal.SIGKILL)
 
 
 def release_jobs_of(redis, worker_name: str, queue_name: str = "qc") -> list[str]:

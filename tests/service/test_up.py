@@ -158,3 +158,65 @@ def _no_server(socket_path: Path) -> bool:
     except redis.RedisError:
         return True
     return False
+
+
+def test_the_api_and_workers_stop_when_obsqc_up_is_killed_outright(tmp_path):
+    """kill -9 of obsqc up leaves no orphan API or worker (they follow it: service/lifecycle.py), so a
+    later obsqc up finds its port free and no stray worker takes jobs from its queue."""
+    from tests.service.test_worker import _children
+
+    home = tmp_path / "home"
+    port = free_tcp_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSQC_")}
+    env.update(OBSQC_HOME=str(home), OBSQC_API_TOKEN=TOKEN, OBSQC_LEARNED_SCORERS="false")
+    up = subprocess.Popen([sys.executable, "-m", "obsqc", "up", "--no-simulate", "--port", str(port), "--workers", "1"],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert up.poll() is None and time.monotonic() < deadline, "obsqc up did not become ready"
+            time.sleep(0.3)
+        followers = []
+        for pid in _children(up.pid):
+            try:
+                if b"OBSQC_PARENT_PID=" in Path(f"/proc/{pid}/environ").read_bytes():
+                    followers.append(pid)
+            except OSError:
+                pass
+        assert len(followers) == 2, followers  # the API and the qc worker supervisor
+        up.kill()
+        up.wait(timeout=10)
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in followers):
+            assert time.monotonic() < deadline, f"still running after obsqc up died: {followers}"
+            time.sleep(0.2)
+    finally:
+        if up.poll() is None:
+            up.kill()
+        for pid in _children(up.pid) if up.poll() is None else []:
+            os.kill(pid, signal.SIGKILL)
+        _stop_orphan_redis(home)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def _stop_orphan_redis(home: Path) -> None:
+    """The embedded redis-server does not follow obsqc up (README: it keeps the queue on disk); stop it."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"redis-server" in cmd and str(home).encode() in cmd:
+                os.kill(int(entry.name), signal.SIGTERM)
