@@ -101,7 +101,9 @@ class EmbeddedRedis:
             if self.tcp:
                 self.port = free_tcp_port()
             elif self.socket_path.exists():
-                self.socket_path.unlink()  # left behind by a killed server
+                self._shut_down_previous()  # a server of an earlier run still on this directory's AOF?
+                with contextlib.suppress(FileNotFoundError):
+                    self.socket_path.unlink()  # left behind by a killed server
             self.process = subprocess.Popen(
                 self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C in a terminal reaches obsqc, which stops Redis last
@@ -127,6 +129,27 @@ class EmbeddedRedis:
                     client.close()
             time.sleep(0.05)
         return False
+
+    def _shut_down_previous(self, timeout_s: float = 10.0) -> bool:
+        """Stop a server still answering on this directory's socket, one left running by an earlier
+        ``obsqc up`` that was killed outright. Two servers must never share one append-only file; ``SHUTDOWN``
+        makes it write the AOF to disk first, and the new server loads it, so no queued job is lost.
+        Returns whether there was one."""
+        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=0.5, socket_timeout=5)
+        try:
+            client.ping()
+        except (redis.RedisError, OSError):
+            return False
+        with contextlib.suppress(redis.RedisError, OSError):
+            client.shutdown()  # raises ConnectionError as the server goes away
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+            except (redis.RedisError, OSError):
+                return True
+            time.sleep(0.05)
+        raise RuntimeError(f"a redis-server left on {self.socket_path} by an earlier run did not shut down")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server (SIGTERM: it flushes the AOF first); kill it if it does not exit in time."""

@@ -41,6 +41,28 @@ def test_unix_socket_server_persists_across_restart(tmp_path):
         client.close()
 
 
+def test_a_server_left_running_by_a_killed_run_is_shut_down_not_doubled(tmp_path):
+    """obsqc up killed outright leaves its redis-server running on the directory's AOF. The next start
+    must not run a second server on the same files: it shuts the old one down (AOF written) and loads it."""
+    directory = tmp_path / "r"
+    orphan = EmbeddedRedis(directory)
+    orphan.start()
+    client = redis.Redis.from_url(orphan.url)
+    client.rpush("rq:queue:qc", "job-accepted-before-the-kill")
+    client.close()
+    old_process = orphan.process
+    orphan.process = None  # forgotten, as by a killed parent: nobody will stop it
+    try:
+        with EmbeddedRedis(directory) as server:
+            assert old_process.wait(timeout=10) == 0  # the orphan exited (SHUTDOWN), it was not killed
+            client = redis.Redis.from_url(server.url)
+            assert client.lrange("rq:queue:qc", 0, -1) == [b"job-accepted-before-the-kill"]
+            client.close()
+    finally:
+        if old_process.poll() is None:
+            old_process.kill()
+
+
 def test_tcp_server_never_takes_6379(tmp_path):
     with EmbeddedRedis(tmp_path, tcp=True) as server:
         assert server.port != 6379
