@@ -53,7 +53,7 @@ def _twins(kind, bands=("r",), n=3, seed=1):
 def test_every_kind_changes_its_cutout(kind):
     x, clean, det = _twins(kind)
     diff = np.abs(x - clean).reshape(len(x), -1)
-    assert np.all(diff.max(axis=1) > 0.1), det
+    assert np.all(diff.max(axis=1) > 0.05), det  # twins share the noise: this is the injected light alone
 
 
 def test_normal_cutouts_equal_their_twins():
