@@ -254,6 +254,7 @@ def run_up(
         _wait_healthy(stack.url, stack.api)
         log("")
         log(f"obsqc is up: API {stack.url}  ({workers} workers, data in {home})")
+        log(f"  pages         {stack.url}/ui  (exposures, focal plane, galaxy gallery)")
         log(f"  API docs      {stack.url}/docs")
         log(f"  verdicts      {stack.url}/v1/exposures")
         log(f"  metrics       {stack.url}/metrics")
