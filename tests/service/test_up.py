@@ -32,6 +32,21 @@ def _post(client: httpx.Client, path: Path) -> str:
     return answer.json()["id"]
 
 
+def wait_ready(client: httpx.Client, up: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """Poll ``/readyz`` of an ``obsqc up`` subprocess until it answers 200; fail with its output if it exits
+    or the timeout passes. ``client`` has the service's base URL."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert up.poll() is None, up.stdout.read() if up.stdout else f"obsqc up exited with {up.returncode}"
+        assert time.monotonic() < deadline, "obsqc up did not become ready"
+        time.sleep(0.2)
+
+
 def _wait_verdict(client: httpx.Client, exposure_id: str, timeout_s: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -70,16 +85,7 @@ def test_obsqc_up_judges_posted_exposures_and_stops_cleanly(tmp_path):
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert up.poll() is None, up.stdout.read()
-            assert time.monotonic() < deadline, "obsqc up did not become ready"
-            time.sleep(0.3)
+        wait_ready(client, up)
 
         def exposure(seed: int, **kwargs) -> Path:
             path = data / f"exp{seed}.fits"
@@ -172,15 +178,8 @@ def test_the_api_and_workers_stop_when_obsqc_up_is_killed_outright(tmp_path):
     up = subprocess.Popen([sys.executable, "-m", "obsqc", "up", "--no-simulate", "--port", str(port), "--workers", "1"],
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert up.poll() is None and time.monotonic() < deadline, "obsqc up did not become ready"
-            time.sleep(0.3)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            wait_ready(client, up)
         followers = []
         for pid in _children(up.pid):
             try:

@@ -31,6 +31,7 @@ from obsqc.service.redis_embedded import free_tcp_port
 from obsqc.service.store import make_engine, make_sessionmaker, record_received, record_verdict
 from obsqc.sim import simulate_exposure
 from tests.service.ui.conftest import BG_FLAG, score
+from tests.service.test_up import wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -90,16 +91,7 @@ def service(tmp_path_factory) -> Iterator[Service]:
                           timeout=30)
     svc = Service(url=f"http://127.0.0.1:{port}", home=home, client=client, data=data)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert up.poll() is None, up.stdout.read()
-            assert time.monotonic() < deadline, "obsqc up did not become ready"
-            time.sleep(0.2)
+        wait_ready(client, up, timeout_s=180)
         calibration = [svc.wait(exposure_id)["verdict"] for exposure_id in [svc.post(seed) for seed in range(3)]]
         assert calibration[0] == "calibrating" and set(calibration) <= {"calibrating", "ok"}, calibration
         spoiled = svc.post(3, anomaly="readout_stripes", strength="prominent")
